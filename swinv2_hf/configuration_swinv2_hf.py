@@ -1,0 +1,253 @@
+"""Configuration of Swin Transformer V2 (Liu et al., "Swin Transformer V2: Scaling Up Capacity and Resolution",
+arXiv 2111.09883, https://arxiv.org/abs/2111.09883).
+
+The fields follow transformers' `Swinv2Config` where they mean the same thing, plus what the paper and the released
+checkpoints need beyond it: the extra main-branch LayerNorm of SwinV2-H/G (`extra_norm_period`), the width of the
+continuous-position-bias MLP, chunked (sequential) window attention and the SimMIM target normalisation. Presets for
+the released and the paper's sizes live here too (`SwinV2Config.from_preset`).
+
+This file imports only `transformers` so that it ships as Hub remote code next to `modeling_swinv2_hf.py`.
+Licence: Apache-2.0 (code); the architecture follows microsoft/Swin-Transformer (MIT).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from transformers import PretrainedConfig
+from transformers.backbone_utils import BackboneConfigMixin
+
+IntOrPair = int | tuple[int, int]
+
+# Paper constants (section 3.3): the continuous position bias MLP is 2 -> 512 -> heads with ReLU.
+CPB_MLP_HIDDEN_SIZE = 512
+
+
+def to_pair(value: IntOrPair | list[int], name: str) -> tuple[int, int]:
+    """Return `value` as an (height, width) pair, rejecting anything that is not one or two positive integers."""
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair):
+        raise ValueError(f"{name} must be a positive integer or a pair of them, got {value!r}.")
+    return pair
+
+
+# Released checkpoints (microsoft/Swin-Transformer, configs/swinv2) and the paper's huge and giant sizes.
+# Keys follow timm's variant names; values are the constructor arguments beyond the defaults below.
+# fmt: off
+_SIZES: dict[str, dict[str, Any]] = {
+    "tiny":  {"embed_dim": 96,  "depths": (2, 2, 6, 2),  "num_heads": (3, 6, 12, 24)},
+    "small": {"embed_dim": 96,  "depths": (2, 2, 18, 2), "num_heads": (3, 6, 12, 24)},
+    "base":  {"embed_dim": 128, "depths": (2, 2, 18, 2), "num_heads": (4, 8, 16, 32)},
+    "large": {"embed_dim": 192, "depths": (2, 2, 18, 2), "num_heads": (6, 12, 24, 48)},
+    # Paper table 1: SwinV2-H C=352 and SwinV2-G C=512, head dimension 32, an extra main-branch norm every 6 layers.
+    "huge":  {"embed_dim": 352, "depths": (2, 2, 18, 2), "num_heads": (11, 22, 44, 88), "extra_norm_period": 6},
+    "giant": {"embed_dim": 512, "depths": (2, 2, 42, 4), "num_heads": (16, 32, 64, 128), "extra_norm_period": 6},
+}
+_TRANSFER_WINDOWS = (12, 12, 12, 6)  # every 22k -> 1k fine-tune of the zoo was pretrained with these windows
+PRESETS: dict[str, dict[str, Any]] = {
+    "swinv2_tiny_window8_256":                {**_SIZES["tiny"],  "image_size": 256, "window_size": 8,  "drop_path_rate": 0.2},
+    "swinv2_tiny_window16_256":               {**_SIZES["tiny"],  "image_size": 256, "window_size": 16, "drop_path_rate": 0.2},
+    "swinv2_small_window8_256":               {**_SIZES["small"], "image_size": 256, "window_size": 8,  "drop_path_rate": 0.3},
+    "swinv2_small_window16_256":              {**_SIZES["small"], "image_size": 256, "window_size": 16, "drop_path_rate": 0.3},
+    "swinv2_base_window8_256":                {**_SIZES["base"],  "image_size": 256, "window_size": 8,  "drop_path_rate": 0.5},
+    "swinv2_base_window16_256":               {**_SIZES["base"],  "image_size": 256, "window_size": 16, "drop_path_rate": 0.5},
+    "swinv2_base_window12_192":               {**_SIZES["base"],  "image_size": 192, "window_size": 12, "drop_path_rate": 0.2, "num_labels": 21841},
+    "swinv2_base_window12to16_192to256":      {**_SIZES["base"],  "image_size": 256, "window_size": 16, "drop_path_rate": 0.2, "pretrained_window_sizes": _TRANSFER_WINDOWS},
+    "swinv2_base_window12to24_192to384":      {**_SIZES["base"],  "image_size": 384, "window_size": 24, "drop_path_rate": 0.2, "pretrained_window_sizes": _TRANSFER_WINDOWS},
+    "swinv2_large_window12_192":              {**_SIZES["large"], "image_size": 192, "window_size": 12, "drop_path_rate": 0.2, "num_labels": 21841},
+    "swinv2_large_window12to16_192to256":     {**_SIZES["large"], "image_size": 256, "window_size": 16, "drop_path_rate": 0.2, "pretrained_window_sizes": _TRANSFER_WINDOWS},
+    "swinv2_large_window12to24_192to384":     {**_SIZES["large"], "image_size": 384, "window_size": 24, "drop_path_rate": 0.2, "pretrained_window_sizes": _TRANSFER_WINDOWS},
+    "swinv2_huge_window12_192":               {**_SIZES["huge"],  "image_size": 192, "window_size": 12, "drop_path_rate": 0.2},
+    "swinv2_giant_window12_192":              {**_SIZES["giant"], "image_size": 192, "window_size": 12, "drop_path_rate": 0.2},
+    # The paper fine-tunes SwinV2-G at 640 px with window 40 for ImageNet-1K V2 (table 2).
+    "swinv2_giant_window12to40_192to640":     {**_SIZES["giant"], "image_size": 640, "window_size": 40, "drop_path_rate": 0.2, "pretrained_window_sizes": (12, 12, 12, 6)},
+}
+# fmt: on
+
+
+class SwinV2Config(BackboneConfigMixin, PretrainedConfig):
+    r"""Configuration of a Swin Transformer V2 model ([`SwinV2Model`] and the task models built on it).
+
+    Defaults give SwinV2-T at 256 px with window 8 (`swinv2_tiny_window8_256`).
+
+    Args:
+        image_size (`int` or `tuple[int, int]`, defaults to 256):
+            The resolution the model is built and pretrained for. Any input size works at run time: windows and
+            shifts follow the actual feature maps; this size only fixes the absolute position embeddings (if any)
+            and the default image processor.
+        patch_size (`int`, defaults to 4): Side of the square patches of the patch embedding.
+        num_channels (`int`, defaults to 3): Channels of the input images.
+        embed_dim (`int`, defaults to 96): Width C of the first stage; stage i has C * 2**i channels.
+        depths (`tuple[int, ...]`, defaults to `(2, 2, 6, 2)`): Number of blocks in each stage.
+        num_heads (`tuple[int, ...]`, defaults to `(3, 6, 12, 24)`): Attention heads in each stage.
+        window_size (`int`, defaults to 8): Side of the attention windows. A stage whose feature map is not larger
+            than the window uses one window covering the map (the smaller side) and no shift, as the original does.
+        pretrained_window_sizes (`tuple[int, ...]`, defaults to zeros): Per stage, the window the weights were
+            pretrained with; the log-spaced coordinates of the position bias are normalised by it (paper eq. 4),
+            which is how a model pretrained with window 12 transfers to window 24. 0 means "the current window".
+        mlp_ratio (`float`, defaults to 4.0): Hidden width of the MLP relative to the block width.
+        qkv_bias (`bool`, defaults to True): Learnable biases for queries and values (keys never have one).
+        hidden_dropout_prob (`float`, defaults to 0.0): Dropout after the embeddings, the attention projection and
+            the MLP.
+        attention_probs_dropout_prob (`float`, defaults to 0.0): Dropout on the attention probabilities.
+        drop_path_rate (`float`, defaults to 0.1): Stochastic depth, rising linearly to this value over all blocks.
+        hidden_act (`str`, defaults to `"gelu"`): Activation of the MLP (a name from `transformers.activations`).
+        use_absolute_embeddings (`bool`, defaults to False): Add learned absolute position embeddings after the
+            patch embedding (the original's `ape`; no release uses it).
+        patch_norm (`bool`, defaults to True): LayerNorm after the patch embedding.
+        layer_norm_eps (`float`, defaults to 1e-5): Epsilon of every LayerNorm.
+        extra_norm_period (`int`, defaults to 0): Add a LayerNorm on the main branch after every `extra_norm_period`
+            blocks of a stage (paper section 3.1: "every 6 layers" for SwinV2-H and SwinV2-G). 0 disables it.
+        cpb_mlp_hidden_size (`int`, defaults to 512): Hidden width of the continuous-position-bias MLP.
+        attention_chunk_size (`int`, defaults to 0): Process at most this many windows (per image) at once in each
+            attention layer, the paper's sequential self-attention for high resolutions: same outputs and
+            gradients, bounded attention memory. 0 processes all windows together.
+        initializer_range (`float`, defaults to 0.02): Standard deviation of the truncated normal initialisation.
+        encoder_stride (`int`, defaults to 32): Upsampling factor of the SimMIM decoder (the total stride of the
+            encoder).
+        mim_norm_target_patch_size (`int`, defaults to 47): SimMIM normalises each target pixel by the mean and
+            variance of the odd-sized patch around it (the SwinV2 SimMIM recipe uses 47). 0 regresses raw pixels, as
+            transformers' `Swinv2ForMaskedImageModeling` does.
+        out_features (`list[str]`, *optional*): Stages a [`SwinV2Backbone`] returns, from `stage_names`
+            (`"stem"`, `"stage1"`, ...). Defaults to the last stage.
+        out_indices (`list[int]`, *optional*): The same as indices into `stage_names`.
+
+    Example:
+
+    ```python
+    >>> from swinv2_hf import SwinV2Config, SwinV2Model
+    >>> config = SwinV2Config.from_preset("swinv2_tiny_window8_256")
+    >>> model = SwinV2Model(config)
+    >>> config.hidden_size, config.stage_names[-1]
+    (768, 'stage4')
+    ```
+    """
+
+    model_type = "swinv2_hf"
+    _auto_class = "AutoConfig"  # save_pretrained ships this file as remote code
+    # Generic names used by transformers utilities (pipelines, VisionEncoderDecoder, ...).
+    attribute_map = {"num_attention_heads": "num_heads", "num_hidden_layers": "num_layers"}
+
+    def __init__(
+        self,
+        image_size: IntOrPair = 256,
+        patch_size: int = 4,
+        num_channels: int = 3,
+        embed_dim: int = 96,
+        depths: tuple[int, ...] = (2, 2, 6, 2),
+        num_heads: tuple[int, ...] = (3, 6, 12, 24),
+        window_size: int = 8,
+        pretrained_window_sizes: tuple[int, ...] | None = None,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        hidden_dropout_prob: float = 0.0,
+        attention_probs_dropout_prob: float = 0.0,
+        drop_path_rate: float = 0.1,
+        hidden_act: str = "gelu",
+        use_absolute_embeddings: bool = False,
+        patch_norm: bool = True,
+        layer_norm_eps: float = 1e-5,
+        extra_norm_period: int = 0,
+        cpb_mlp_hidden_size: int = CPB_MLP_HIDDEN_SIZE,
+        attention_chunk_size: int = 0,
+        initializer_range: float = 0.02,
+        encoder_stride: int = 32,
+        mim_norm_target_patch_size: int = 47,
+        out_features: list[str] | None = None,
+        out_indices: list[int] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.image_size = list(image_size) if isinstance(image_size, (tuple, list)) else image_size
+        self.patch_size = patch_size
+        self.num_channels = num_channels
+        self.embed_dim = embed_dim
+        self.depths = list(depths)
+        self.num_heads = list(num_heads)
+        self.window_size = window_size
+        self.pretrained_window_sizes = (
+            [0] * len(self.depths) if pretrained_window_sizes is None else list(pretrained_window_sizes)
+        )
+        self.mlp_ratio = mlp_ratio
+        self.qkv_bias = qkv_bias
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_probs_dropout_prob = attention_probs_dropout_prob
+        self.drop_path_rate = drop_path_rate
+        self.hidden_act = hidden_act
+        self.use_absolute_embeddings = use_absolute_embeddings
+        self.patch_norm = patch_norm
+        self.layer_norm_eps = layer_norm_eps
+        self.extra_norm_period = extra_norm_period
+        self.cpb_mlp_hidden_size = cpb_mlp_hidden_size
+        self.attention_chunk_size = attention_chunk_size
+        self.initializer_range = initializer_range
+        self.encoder_stride = encoder_stride
+        self.mim_norm_target_patch_size = mim_norm_target_patch_size
+        self._validate()
+        for derived in ("num_layers", "hidden_size", "stage_names"):  # saved by to_dict, always recomputed
+            kwargs.pop(derived, None)
+        # Derived fields, kept here only: `num_layers` for `attribute_map`, `hidden_size` for VisionEncoderDecoder and
+        # pipelines (channels after the last stage), `stage_names` for the backbone API.
+        self.num_layers = len(self.depths)
+        self.hidden_size = embed_dim * 2 ** (self.num_layers - 1)
+        self.stage_names = ["stem"] + [f"stage{index}" for index in range(1, self.num_layers + 1)]
+        self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
+        super().__init__(**kwargs)
+
+    @property
+    def stage_channels(self) -> list[int]:
+        """Channels of every entry of `stage_names` (the stem has the first stage's width)."""
+        return [self.embed_dim] + [self.embed_dim * 2**index for index in range(self.num_layers)]
+
+    def _validate(self) -> None:
+        """Reject configs that would only fail later, deep inside the model, with the rule and the fix."""
+        to_pair(self.image_size, "image_size")
+        for name in ("patch_size", "num_channels", "embed_dim", "window_size", "cpb_mlp_hidden_size", "encoder_stride"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        for name in ("mlp_ratio", "hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate",
+                     "layer_norm_eps", "initializer_range"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}.")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} is a probability in [0, 1), got {getattr(self, name)!r}.")
+        if self.mlp_ratio <= 0 or self.layer_norm_eps <= 0:
+            raise ValueError(f"mlp_ratio and layer_norm_eps must be positive, got {self.mlp_ratio}, {self.layer_norm_eps}.")
+        if not self.depths or any(not isinstance(d, int) or d <= 0 for d in self.depths):
+            raise ValueError(f"depths must be a non-empty list of positive integers, got {self.depths}.")
+        lengths = {"depths": len(self.depths), "num_heads": len(self.num_heads),
+                   "pretrained_window_sizes": len(self.pretrained_window_sizes)}
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f"depths, num_heads and pretrained_window_sizes need one entry per stage, got lengths "
+                             f"{lengths}. Give each list {len(self.depths)} entries.")
+        for stage, heads in enumerate(self.num_heads):
+            channels = self.embed_dim * 2**stage
+            if not isinstance(heads, int) or heads <= 0 or channels % heads:
+                raise ValueError(f"stage {stage} has {channels} channels (embed_dim * 2**{stage}), which {heads!r} "
+                                 f"heads do not divide. Choose num_heads[{stage}] among the divisors of {channels}.")
+        if any(not isinstance(w, int) or w < 0 or w == 1 for w in self.pretrained_window_sizes):
+            raise ValueError(f"pretrained_window_sizes must be 0 (none) or windows of at least 2, got "
+                             f"{self.pretrained_window_sizes}: the coordinates are divided by (window - 1).")
+        for name in ("extra_norm_period", "attention_chunk_size", "mim_norm_target_patch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer (0 disables it), got {value!r}.")
+        if self.mim_norm_target_patch_size and self.mim_norm_target_patch_size % 2 == 0:
+            raise ValueError(f"mim_norm_target_patch_size must be odd (the patch is centred on each pixel), got "
+                             f"{self.mim_norm_target_patch_size}; SimMIM uses 47.")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> SwinV2Config:
+        """Build the config of a released or paper size by its timm-style name, e.g. `swinv2_tiny_window8_256`.
+
+        Args:
+            name: A key of `PRESETS`; a timm pretrained tag after a dot (`.ms_in1k`) is ignored.
+            overrides: Any config field, applied on top of the preset (e.g. `num_labels=10`, `image_size=512`).
+        """
+        architecture = name.split(".", 1)[0]
+        if architecture not in PRESETS:
+            raise ValueError(f"Unknown SwinV2 preset {name!r}. Known presets: {', '.join(sorted(PRESETS))}.")
+        return cls(**{**PRESETS[architecture], **overrides})
