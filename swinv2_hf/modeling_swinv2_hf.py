@@ -628,7 +628,7 @@ class SwinV2Encoder(nn.Module):
 
     def __init__(self, config: SwinV2Config, patch_grid: tuple[int, int]) -> None:
         super().__init__()
-        drop_paths = torch.linspace(0, config.drop_path_rate, sum(config.depths)).tolist()
+        drop_paths = torch.linspace(0, config.drop_path_rate, sum(config.depths), device="cpu").tolist()
         self.stages = nn.ModuleList()
         for stage, depth in enumerate(config.depths):
             first = sum(config.depths[:stage])

@@ -1,0 +1,30 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="swinv2_hf",
+    version="0.1.0",
+    description="Swin Transformer V2 (arXiv 2111.09883) as Hugging Face Transformers models, exact to the original",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["swinv2_hf", "swinv2_hf.*"]),
+    install_requires=[
+        "torch>=2.4,<3",
+        "transformers>=5.24,<6",
+        "safetensors>=0.4",
+        "huggingface_hub>=1.0",
+        "pillow>=10",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "pytest-timeout>=2"],
+        "examples": ["accelerate>=1.0", "datasets>=3.0", "evaluate>=0.4", "scikit-learn>=1.3", "matplotlib>=3.7"],
+    },
+    classifiers=[
+        "License :: OSI Approved :: Apache Software License",
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

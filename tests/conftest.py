@@ -1,0 +1,52 @@
+"""Shared test helpers: the tiny tester config, reference fixtures and weight randomisation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import swinv2_hf  # noqa: F401  (registers the Auto classes)
+from swinv2_hf import SwinV2Config
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def tiny_config(**overrides) -> SwinV2Config:
+    """The tiny tester: image 32, patch 2, embed 16, depths (1, 2, 1), heads (2, 2, 4), window 2."""
+    arguments = dict(
+        image_size=32, patch_size=2, embed_dim=16, depths=(1, 2, 1), num_heads=(2, 2, 4), window_size=2,
+        num_labels=5, drop_path_rate=0.0, encoder_stride=8,
+    )
+    return SwinV2Config(**{**arguments, **overrides})
+
+
+def randomize_weights(model: torch.nn.Module, seed: int = 0, scale: float = 1.0) -> torch.nn.Module:
+    """Re-draw every parameter (zero-initialised post-norms and biases included) so that no check passes by
+    accident: linears ~ N(0, scale/fan_in), norms ~ 1 + N(0, 0.2), biases ~ N(0, 0.05), logit scales near log(10)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            noise = torch.randn(parameter.shape, generator=generator, dtype=torch.float64).to(parameter.dtype)
+            if name.endswith("logit_scale"):
+                parameter.copy_(2.3 + 0.5 * noise)
+            elif parameter.ndim >= 2:
+                fan_in = parameter[0].numel()
+                parameter.copy_(noise * (scale / fan_in) ** 0.5)
+            elif "norm" in name and name.endswith("weight"):
+                parameter.copy_(1.0 + 0.2 * noise)
+            else:
+                parameter.copy_(0.05 * noise)
+    return model
+
+
+def load_case(case: str) -> dict:
+    """The constructor arguments and metadata of a reference case (see tests/fixtures/README.md)."""
+    return json.loads((FIXTURES / f"case_{case}_config.json").read_text())
+
+
+@pytest.fixture
+def pixel_values() -> torch.Tensor:
+    return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
