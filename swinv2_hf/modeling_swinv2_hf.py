@@ -22,9 +22,11 @@ This file imports only torch, transformers and its configuration so that it ship
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +37,8 @@ from transformers.activations import ACT2FN
 from transformers.backbone_utils import BackboneMixin
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BackboneOutput
-from transformers.utils import ModelOutput, logging
+from safetensors import safe_open
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, ModelOutput, cached_file, logging
 
 from .configuration_swinv2_hf import SwinV2Config, to_pair
 
@@ -583,9 +586,9 @@ class SwinV2Stage(nn.Module):
         configured_window = self.blocks[0].attention.window
         if layout.window != configured_window:
             logger.warning_once(
-                f"The input gives a {height}x{width} feature map where config.image_size gives {configured_window}x"
-                f"{configured_window} windows: that stage attends over {layout.window}x{layout.window} windows "
-                f"(window_size={self.window_size}, clipped to the map as the original does)."
+                f"A stage uses {configured_window}x{configured_window} windows at config.image_size but "
+                f"{layout.window}x{layout.window} on this input's {height}x{width} map (window_size="
+                f"{self.window_size}, clipped to a map's smaller side when the map is not larger, as the original)."
             )
         attentions = []
         for block in self.blocks:
@@ -679,6 +682,22 @@ class SwinV2Encoder(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+def read_checkpoint_tensor(name_or_path: str | os.PathLike, key: str, **hub_kwargs) -> torch.Tensor:
+    """One tensor of a saved model (local folder or Hub repo, single file or sharded safetensors), found under its
+    name in the loading model or in the task-model layout (`swinv2.` prefix)."""
+    options = {name: hub_kwargs[name] for name in ("cache_dir", "revision", "token", "local_files_only") if name in hub_kwargs}
+    index = cached_file(name_or_path, SAFE_WEIGHTS_INDEX_NAME, _raise_exceptions_for_missing_entries=False, **options)
+    weight_map = json.loads(Path(index).read_text())["weight_map"] if index else None
+    for candidate in (key, f"{SwinV2PreTrainedModel.base_model_prefix}.{key}"):
+        filename = weight_map.get(candidate) if weight_map else SAFE_WEIGHTS_NAME
+        if filename is None:
+            continue
+        with safe_open(cached_file(name_or_path, filename, **options), framework="pt") as weights:
+            if candidate in weights.keys():
+                return weights.get_tensor(candidate)
+    raise ValueError(f"{name_or_path} has no tensor {key}.")
+
+
 _MODULE = __name__.rsplit(".", 1)[-1]
 AUTO_MAP = {
     "AutoConfig": f"{SwinV2Config.__module__.rsplit('.', 1)[-1]}.SwinV2Config",
@@ -700,6 +719,50 @@ class SwinV2PreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _no_split_modules = ["SwinV2Block"]
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args, **kwargs):
+        """transformers' `from_pretrained`, but a checkpoint whose shapes do not fit the config is a ValueError that
+        names the tensors (transformers raises a RuntimeError pointing at a logged table).
+
+        Config fields can be overridden as keyword arguments, e.g. `image_size=384, window_size=24,
+        pretrained_window_sizes=[12, 12, 12, 6]` to transfer to a larger resolution and window: the position-bias
+        MLPs are reused and the coordinate tables, built from the config, are never loaded.
+        """
+        if kwargs.get("ignore_mismatched_sizes"):
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        wants_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(
+            pretrained_model_name_or_path, *args, ignore_mismatched_sizes=True, output_loading_info=True, **kwargs
+        )
+        mismatched = sorted(info["mismatched_keys"])
+        positions = [item for item in mismatched if item[0].endswith("embeddings.position_embeddings")]
+        for item in positions:
+            model.resize_absolute_positions(read_checkpoint_tensor(pretrained_model_name_or_path, item[0], **kwargs))
+            mismatched.remove(item)
+        if mismatched:
+            shown = ", ".join(
+                f"{key} (checkpoint {tuple(saved)}, config {tuple(expected)})" for key, saved, expected in mismatched[:4]
+            )
+            raise ValueError(
+                f"The checkpoint at {pretrained_model_name_or_path} does not fit this config: "
+                f"{len(mismatched)} tensors differ in shape, e.g. {shown}. Load it with the config saved "
+                "beside it (drop the overriding keyword arguments), or pass ignore_mismatched_sizes=True to "
+                "re-initialise those tensors on purpose (e.g. a new classification head)."
+            )
+        return (model, info) if wants_info else model
+
+    def resize_absolute_positions(self, saved: torch.Tensor) -> None:
+        """Load absolute position embeddings saved for another patch grid, bicubic-resized to this config's grid."""
+        embeddings = next(module for module in self.modules() if isinstance(module, SwinV2Embeddings))
+        side = math.isqrt(saved.shape[1])
+        if side * side != saved.shape[1]:
+            raise ValueError(f"Cannot resize position embeddings: {saved.shape[1]} saved positions are not a square grid.")
+        grid = saved.view(1, side, side, -1).permute(0, 3, 1, 2).float()  # (1, C, h, w)
+        grid = F.interpolate(grid, size=embeddings.patch_grid, mode="bicubic", align_corners=False)
+        with torch.no_grad():
+            embeddings.position_embeddings.copy_(grid.flatten(2).transpose(1, 2))
+        logger.warning_once(f"Resized the absolute position embeddings from {side}x{side} to {embeddings.patch_grid} patches.")
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
         """Save weights, config and this code, with an `auto_map` naming every Auto class (transformers writes only
