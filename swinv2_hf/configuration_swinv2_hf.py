@@ -16,6 +16,7 @@ import math
 from typing import Any
 
 from transformers import PretrainedConfig
+from transformers.activations import ACT2FN
 from transformers.backbone_utils import BackboneConfigMixin
 
 IntOrPair = int | tuple[int, int]
@@ -113,15 +114,16 @@ class SwinV2Config(BackboneConfigMixin, PretrainedConfig):
             (`"stem"`, `"stage1"`, ...). Defaults to the last stage.
         out_indices (`list[int]`, *optional*): The same as indices into `stage_names`.
 
-    Example:
+    Example (run by the test suite):
 
-    ```python
-    >>> from swinv2_hf import SwinV2Config, SwinV2Model
-    >>> config = SwinV2Config.from_preset("swinv2_tiny_window8_256")
-    >>> model = SwinV2Model(config)
-    >>> config.hidden_size, config.stage_names[-1]
-    (768, 'stage4')
-    ```
+    >>> import torch
+    >>> from swinv2_hf import SwinV2Backbone, SwinV2Config
+    >>> config = SwinV2Config.from_preset("swinv2_tiny_window8_256", out_features=["stage2", "stage4"])
+    >>> config.hidden_size, config.stage_names
+    (768, ['stem', 'stage1', 'stage2', 'stage3', 'stage4'])
+    >>> backbone = SwinV2Backbone(config).eval()
+    >>> [tuple(feature_map.shape) for feature_map in backbone(torch.randn(1, 3, 256, 256)).feature_maps]
+    [(1, 192, 32, 32), (1, 768, 8, 8)]
     """
 
     model_type = "swinv2_hf"
@@ -214,6 +216,8 @@ class SwinV2Config(BackboneConfigMixin, PretrainedConfig):
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} is a probability in [0, 1), got {getattr(self, name)!r}.")
+        if self.hidden_act not in ACT2FN:
+            raise ValueError(f"hidden_act {self.hidden_act!r} is not an activation transformers knows; e.g. 'gelu'.")
         if self.mlp_ratio <= 0 or self.layer_norm_eps <= 0:
             raise ValueError(f"mlp_ratio and layer_norm_eps must be positive, got {self.mlp_ratio}, {self.layer_norm_eps}.")
         if not self.depths or any(not isinstance(d, int) or d <= 0 for d in self.depths):

@@ -1049,6 +1049,12 @@ class SwinV2ForMaskedImageModeling(SwinV2PreTrainedModel):
     _auto_class = "AutoModelForMaskedImageModeling"  # save_pretrained ships this code (remote code)
 
     def __init__(self, config: SwinV2Config) -> None:
+        total_stride = config.patch_size * 2 ** (config.num_layers - 1)
+        if config.encoder_stride != total_stride:
+            raise ValueError(
+                f"config.encoder_stride is {config.encoder_stride} but the encoder's stride is {total_stride} "
+                f"(patch_size * 2**(stages - 1)); set encoder_stride={total_stride} so the decoder restores the image size."
+            )
         super().__init__(config)
         self.swinv2 = SwinV2Model(config, add_pooling_layer=False, use_mask_token=True)
         self.decoder = nn.Sequential(

@@ -1,0 +1,60 @@
+"""Which attention kernel is faster on this device: eager (explicit matmul + softmax) or SDPA.
+
+Times `SwinV2WindowAttention` on the windows of SwinV2-T's first stage (256 px, window 8: 64 windows of 64 tokens per
+image, 3 heads of 32 channels), both kernels interleaved, and prints medians with their spread. The model's default
+(`SwinV2PreTrainedModel.get_correct_attn_implementation`) follows this measurement.
+
+    python benchmarks/attention_kernels.py [--batch 8] [--repeats 30] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from swinv2_hf import SwinV2Config
+from swinv2_hf.modeling_swinv2_hf import build_window_layout, SwinV2WindowAttention
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=8, help="images per call (64 windows each)")
+    parser.add_argument("--repeats", type=int, default=30, help="timed calls per kernel, interleaved")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--shifted", action="store_true", help="time the shifted block (with the shift mask)")
+    return parser.parse_args()
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    args = parse_args()
+    config = SwinV2Config.from_preset("swinv2_tiny_window8_256")
+    attention = SwinV2WindowAttention(config, dim=96, num_heads=3, window=8, pretrained_window=0).to(args.device).eval()
+    windows = torch.randn(args.batch, 64, 64, 96, device=args.device)
+    layout = build_window_layout(64, 64, 8, None, True, windows.dtype, windows.device)
+    mask = layout.masks[args.shifted]
+    timings: dict[str, list[float]] = {"eager": [], "sdpa": []}
+    with torch.no_grad():
+        for repeat in range(args.repeats + 3):
+            for kernel in timings:
+                config._attn_implementation = kernel
+                synchronize(args.device)
+                start = time.perf_counter()
+                attention(windows, 8, mask)
+                synchronize(args.device)
+                if repeat >= 3:  # warm-up
+                    timings[kernel].append((time.perf_counter() - start) * 1e3)
+    for kernel, values in timings.items():
+        print(f"{kernel:6s} median {statistics.median(values):7.2f} ms  (min {min(values):.2f}, max {max(values):.2f})"
+              f"  {args.batch * 64} windows, device {args.device}, threads {torch.get_num_threads()}")
+
+
+if __name__ == "__main__":
+    main()
