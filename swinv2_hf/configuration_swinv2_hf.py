@@ -34,7 +34,8 @@ def to_pair(value: IntOrPair | list[int], name: str) -> tuple[int, int]:
 
 
 # Released checkpoints (microsoft/Swin-Transformer, configs/swinv2) and the paper's huge and giant sizes.
-# Keys follow timm's variant names; values are the constructor arguments beyond the defaults below.
+# Keys follow timm's variant names; values are the constructor arguments beyond the defaults below. ImageNet-1K
+# releases have 1000 classes, the 22K ones 21841; the paper sizes keep the default head (set `num_labels`).
 # fmt: off
 _SIZES: dict[str, dict[str, Any]] = {
     "tiny":  {"embed_dim": 96,  "depths": (2, 2, 6, 2),  "num_heads": (3, 6, 12, 24)},
@@ -45,24 +46,24 @@ _SIZES: dict[str, dict[str, Any]] = {
     "huge":  {"embed_dim": 352, "depths": (2, 2, 18, 2), "num_heads": (11, 22, 44, 88), "extra_norm_period": 6},
     "giant": {"embed_dim": 512, "depths": (2, 2, 42, 4), "num_heads": (16, 32, 64, 128), "extra_norm_period": 6},
 }
-_TRANSFER_WINDOWS = (12, 12, 12, 6)  # every 22k -> 1k fine-tune of the zoo was pretrained with these windows
+_TRANSFER_WINDOWS = (12, 12, 12, 6)  # the windows of 192 px pretraining (last stage 6x6), used by every transfer
 PRESETS: dict[str, dict[str, Any]] = {
-    "swinv2_tiny_window8_256":                {**_SIZES["tiny"],  "image_size": 256, "window_size": 8,  "drop_path_rate": 0.2},
-    "swinv2_tiny_window16_256":               {**_SIZES["tiny"],  "image_size": 256, "window_size": 16, "drop_path_rate": 0.2},
-    "swinv2_small_window8_256":               {**_SIZES["small"], "image_size": 256, "window_size": 8,  "drop_path_rate": 0.3},
-    "swinv2_small_window16_256":              {**_SIZES["small"], "image_size": 256, "window_size": 16, "drop_path_rate": 0.3},
-    "swinv2_base_window8_256":                {**_SIZES["base"],  "image_size": 256, "window_size": 8,  "drop_path_rate": 0.5},
-    "swinv2_base_window16_256":               {**_SIZES["base"],  "image_size": 256, "window_size": 16, "drop_path_rate": 0.5},
+    "swinv2_tiny_window8_256":                {**_SIZES["tiny"],  "image_size": 256, "window_size": 8,  "drop_path_rate": 0.2, "num_labels": 1000},
+    "swinv2_tiny_window16_256":               {**_SIZES["tiny"],  "image_size": 256, "window_size": 16, "drop_path_rate": 0.2, "num_labels": 1000},
+    "swinv2_small_window8_256":               {**_SIZES["small"], "image_size": 256, "window_size": 8,  "drop_path_rate": 0.3, "num_labels": 1000},
+    "swinv2_small_window16_256":              {**_SIZES["small"], "image_size": 256, "window_size": 16, "drop_path_rate": 0.3, "num_labels": 1000},
+    "swinv2_base_window8_256":                {**_SIZES["base"],  "image_size": 256, "window_size": 8,  "drop_path_rate": 0.5, "num_labels": 1000},
+    "swinv2_base_window16_256":               {**_SIZES["base"],  "image_size": 256, "window_size": 16, "drop_path_rate": 0.5, "num_labels": 1000},
     "swinv2_base_window12_192":               {**_SIZES["base"],  "image_size": 192, "window_size": 12, "drop_path_rate": 0.2, "num_labels": 21841},
-    "swinv2_base_window12to16_192to256":      {**_SIZES["base"],  "image_size": 256, "window_size": 16, "drop_path_rate": 0.2, "pretrained_window_sizes": _TRANSFER_WINDOWS},
-    "swinv2_base_window12to24_192to384":      {**_SIZES["base"],  "image_size": 384, "window_size": 24, "drop_path_rate": 0.2, "pretrained_window_sizes": _TRANSFER_WINDOWS},
+    "swinv2_base_window12to16_192to256":      {**_SIZES["base"],  "image_size": 256, "window_size": 16, "drop_path_rate": 0.2, "pretrained_window_sizes": _TRANSFER_WINDOWS, "num_labels": 1000},
+    "swinv2_base_window12to24_192to384":      {**_SIZES["base"],  "image_size": 384, "window_size": 24, "drop_path_rate": 0.2, "pretrained_window_sizes": _TRANSFER_WINDOWS, "num_labels": 1000},
     "swinv2_large_window12_192":              {**_SIZES["large"], "image_size": 192, "window_size": 12, "drop_path_rate": 0.2, "num_labels": 21841},
-    "swinv2_large_window12to16_192to256":     {**_SIZES["large"], "image_size": 256, "window_size": 16, "drop_path_rate": 0.2, "pretrained_window_sizes": _TRANSFER_WINDOWS},
-    "swinv2_large_window12to24_192to384":     {**_SIZES["large"], "image_size": 384, "window_size": 24, "drop_path_rate": 0.2, "pretrained_window_sizes": _TRANSFER_WINDOWS},
+    "swinv2_large_window12to16_192to256":     {**_SIZES["large"], "image_size": 256, "window_size": 16, "drop_path_rate": 0.2, "pretrained_window_sizes": _TRANSFER_WINDOWS, "num_labels": 1000},
+    "swinv2_large_window12to24_192to384":     {**_SIZES["large"], "image_size": 384, "window_size": 24, "drop_path_rate": 0.2, "pretrained_window_sizes": _TRANSFER_WINDOWS, "num_labels": 1000},
     "swinv2_huge_window12_192":               {**_SIZES["huge"],  "image_size": 192, "window_size": 12, "drop_path_rate": 0.2},
     "swinv2_giant_window12_192":              {**_SIZES["giant"], "image_size": 192, "window_size": 12, "drop_path_rate": 0.2},
     # The paper fine-tunes SwinV2-G at 640 px with window 40 for ImageNet-1K V2 (table 2).
-    "swinv2_giant_window12to40_192to640":     {**_SIZES["giant"], "image_size": 640, "window_size": 40, "drop_path_rate": 0.2, "pretrained_window_sizes": (12, 12, 12, 6)},
+    "swinv2_giant_window12to40_192to640":     {**_SIZES["giant"], "image_size": 640, "window_size": 40, "drop_path_rate": 0.2, "pretrained_window_sizes": _TRANSFER_WINDOWS, "num_labels": 1000},
 }
 # fmt: on
 

@@ -770,6 +770,12 @@ class SwinV2PreTrainedModel(PreTrainedModel):
         self.config.auto_map = dict(AUTO_MAP)
         super().save_pretrained(save_directory, *args, **kwargs)
 
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        """The attention layers read `config._attn_implementation` at every call, so `set_attn_implementation`
+        may switch kernels at run time (transformers guesses otherwise from the module source)."""
+        return True
+
     def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
         """Default to the kernel measured faster: the explicit matmul on CPU, SDPA where CUDA is present.
 
