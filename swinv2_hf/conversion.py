@@ -65,7 +65,7 @@ _TRANSFORMERS_KEYS: list[tuple[str, str]] = [
     (r"^decoder\.",                                  "decoder."),
 ]
 # fmt: on
-_SPLIT_PROJECTION = re.compile(r"^(.*attention\.)(query|key|value)\.weight$")
+_SPLIT_PROJECTION = re.compile(r"^(.*attention\.self\.)(query|key|value)\.weight$")
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
