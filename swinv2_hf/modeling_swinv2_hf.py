@@ -454,6 +454,11 @@ class SwinV2WindowAttention(nn.Module):
         return context.view(batch, num_windows, heads, tokens, head_dim)
 
 
+class SwinV2ResPostNorm(nn.LayerNorm):
+    """The LayerNorm at the end of a residual branch (res-post-norm, paper section 3.1). Its own class because it
+    starts at weight 0 and bias 0, so that every block starts as the identity (the original's `_init_respostnorm`)."""
+
+
 class SwinV2Mlp(nn.Module):
     """Two linear layers with the configured activation between them."""
 
@@ -498,10 +503,10 @@ class SwinV2Block(GradientCheckpointingLayer):
         super().__init__()
         self.shifted = shifted
         self.attention = SwinV2WindowAttention(config, dim, num_heads, window, pretrained_window)
-        self.attention_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.attention_norm = SwinV2ResPostNorm(dim, eps=config.layer_norm_eps)
         self.drop_path = SwinV2DropPath(drop_path)
         self.mlp = SwinV2Mlp(config, dim)
-        self.mlp_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.mlp_norm = SwinV2ResPostNorm(dim, eps=config.layer_norm_eps)
         self.main_branch_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps) if extra_norm else None
 
     def forward(
@@ -799,6 +804,9 @@ class SwinV2PreTrainedModel(PreTrainedModel):
             if module.bias is not None:
                 bound = 1 / math.sqrt(module.weight[0].numel())
                 init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, SwinV2ResPostNorm):
+            init.zeros_(module.weight)
+            init.zeros_(module.bias)
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
@@ -813,12 +821,6 @@ class SwinV2PreTrainedModel(PreTrainedModel):
                 init.zeros_(module.q_bias)
                 init.zeros_(module.v_bias)
             module.reset_tables()
-        elif isinstance(module, SwinV2Block):
-            # Res-post-norm starts at zero so that every block starts as the identity (the original's
-            # `_init_respostnorm`); children are initialised first, so this overrides the unit init above.
-            for norm in (module.attention_norm, module.mlp_norm):
-                init.zeros_(norm.weight)
-                init.zeros_(norm.bias)
 
     def check_pixel_values(self, pixel_values: torch.Tensor | None, pixel_mask: torch.Tensor | None = None) -> None:
         """Reject inputs the model cannot take, naming the problem and the fix, before any computation."""
