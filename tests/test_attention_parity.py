@@ -141,7 +141,8 @@ def test_set_attn_implementation_switches_kernel(checkpoint: Path) -> None:
     assert calls == 4
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the default is SDPA where CUDA is present")
-def test_default_implementation_on_cpu_is_eager(checkpoint: Path) -> None:
-    assert SwinV2ForImageClassification(tiny_config()).config._attn_implementation == "eager"
-    assert SwinV2ForImageClassification.from_pretrained(checkpoint).config._attn_implementation == "eager"
+def test_default_implementation_is_sdpa(checkpoint: Path) -> None:
+    """SDPA measured faster than the explicit path on CPU too (benchmarks/NOTES.md), so no override of transformers'
+    default; a model built or loaded without `attn_implementation` uses it."""
+    assert SwinV2ForImageClassification(tiny_config()).config._attn_implementation == "sdpa"
+    assert SwinV2ForImageClassification.from_pretrained(checkpoint).config._attn_implementation == "sdpa"
