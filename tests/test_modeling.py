@@ -17,6 +17,7 @@ from torch import nn
 
 from swinv2_hf import (
     PRESETS,
+    SwinV2Backbone,
     SwinV2Config,
     SwinV2ForImageClassification,
     SwinV2ForMaskedImageModeling,
@@ -575,6 +576,17 @@ def test_loading_at_a_larger_window_reuses_the_position_bias_mlp(tmp_path) -> No
         first, second = model(pixel_values).logits, model(pixel_values).logits
     assert torch.isfinite(first).all()
     assert torch.equal(first, second)
+
+
+@pytest.mark.parametrize("model_class", [SwinV2ForImageClassification, SwinV2Backbone])
+def test_loading_at_a_larger_resolution_resizes_absolute_positions(tmp_path, model_class: type) -> None:
+    saved = make_model(use_absolute_embeddings=True)
+    saved.save_pretrained(tmp_path)
+    model = model_class.from_pretrained(tmp_path, image_size=64)
+
+    grid = saved.swinv2.embeddings.position_embeddings.view(1, 16, 16, -1).permute(0, 3, 1, 2)
+    expected = F.interpolate(grid, size=(32, 32), mode="bicubic", align_corners=False).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(model.base_model.embeddings.position_embeddings, expected, rtol=0, atol=1e-6)
 
 
 def special_parameters(model: nn.Module) -> dict[str, tuple[torch.Tensor, float]]:
