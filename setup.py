@@ -11,12 +11,16 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["swinv2_hf", "swinv2_hf.*"]),
+    package_data={"swinv2_hf": ["templates/*.md"]},
+    entry_points={"console_scripts": ["swinv2-hf = swinv2_hf.cli:main"]},
     install_requires=[
         "torch>=2.4,<3",
         "transformers>=5.24,<6",
         "safetensors>=0.4",
         "huggingface_hub>=1.0",
         "pillow>=10",
+        "pyyaml>=6",
+        "jinja2>=3",
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-timeout>=2"],

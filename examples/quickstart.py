@@ -9,16 +9,15 @@ the original code, with the original's own outputs), so every number it prints i
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from transformers import AutoModelForImageClassification, ViTImageProcessorPil, pipeline
+from transformers import AutoModelForImageClassification, pipeline
 
 from swinv2_hf import SwinV2Backbone, SwinV2ForImageClassification
-from swinv2_hf.conversion import config_from_original, convert_state_dict, read_checkpoint
+from swinv2_hf.hub_folder import convert_checkpoint
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 CASE = "C"  # saved as the releases are: {'model': state_dict} with the original's buffers
@@ -30,13 +29,18 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def convert_reference() -> SwinV2ForImageClassification:
-    """The embedded original checkpoint in this package's layout."""
-    case = json.loads((FIXTURES / f"case_{CASE}_config.json").read_text())
-    config = config_from_original(case["constructor_kwargs"], id2label={i: f"class_{i}" for i in range(10)})
-    model = SwinV2ForImageClassification(config).eval()
-    model.load_state_dict(convert_state_dict(read_checkpoint(FIXTURES / case["checkpoint_file"]), "original"))
-    return model
+def convert_reference(output_dir: Path, work_dir: Path) -> None:
+    """The embedded original checkpoint -> a verified, Hub-ready folder (what `swinv2-hf convert` does)."""
+    class_names = work_dir / "classes.txt"
+    class_names.write_text("".join(f"class_{i}\n" for i in range(10)))
+    convert_checkpoint(
+        "original",
+        FIXTURES / f"case_{CASE}_ms.pth",
+        output_dir,
+        config_path=FIXTURES / f"case_{CASE}_config.json",
+        id2label_path=class_names,
+        overwrite=True,
+    )
 
 
 def largest_difference(model: SwinV2ForImageClassification, reference_file: str, dtype: torch.dtype) -> float:
@@ -50,24 +54,20 @@ def largest_difference(model: SwinV2ForImageClassification, reference_file: str,
 
 def main() -> None:
     args = parse_args()
-    model = convert_reference()
-    print(f"Converted {FIXTURES / f'case_{CASE}_ms.pth'}: {sum(p.numel() for p in model.parameters()):,} parameters")
+    args.output_dir.parent.mkdir(parents=True, exist_ok=True)
+    print(f"Converting {FIXTURES / f'case_{CASE}_ms.pth'} (the original's {{'model': ...}} format) to {args.output_dir}")
+    convert_reference(args.output_dir, args.output_dir.parent)
+    model = AutoModelForImageClassification.from_pretrained(args.output_dir).eval()
     for dtype, reference_file, tolerance in ((torch.float64, f"case_{CASE}_io_f64.pt", 1e-8),
                                              (torch.float32, f"case_{CASE}_io.pt", 1e-4)):
         difference = largest_difference(model, reference_file, dtype)
         print(f"  {str(dtype):14s} largest logit difference to the original: {difference:.2e} (bound {tolerance:g})")
         if difference > tolerance:
             raise SystemExit(f"Parity check failed in {dtype}.")
+    print(f"The folder holds: {', '.join(sorted(p.name for p in args.output_dir.iterdir()))}")
 
-    size = model.config.image_size
-    processor = ViTImageProcessorPil(size={"height": size, "width": size})
-    model.save_pretrained(args.output_dir)
-    processor.save_pretrained(args.output_dir)
-    print(f"Saved a Hub-ready folder to {args.output_dir}: {', '.join(sorted(p.name for p in args.output_dir.iterdir()))}")
-
-    reloaded = AutoModelForImageClassification.from_pretrained(args.output_dir)
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (160, 120, 3), dtype=np.uint8))
-    classifier = pipeline("image-classification", model=reloaded, image_processor=processor)
+    classifier = pipeline("image-classification", model=str(args.output_dir))
     print("pipeline('image-classification') on a 160x120 image:", classifier(image, top_k=3))
 
     backbone = SwinV2Backbone.from_pretrained(args.output_dir, out_features=["stage1", "stage2", "stage3", "stage4"])

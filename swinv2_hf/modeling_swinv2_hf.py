@@ -22,6 +22,7 @@ This file imports only torch, transformers and its configuration so that it ship
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -176,6 +177,14 @@ def build_window_layout(
         region_mask = torch.zeros(different.shape, dtype=dtype, device=device).masked_fill(different, SHIFT_MASK_FILL)
         masks[True] = region_mask + key_mask(shift) if key_mask else region_mask
     return WindowLayout(window, shift, pad_bottom, pad_right, masks)
+
+
+def autocast_disabled(device: torch.device) -> contextlib.AbstractContextManager:
+    """A region that keeps its own precision under autocast; the meta device (shape and FLOP counting) has no autocast
+    state to switch off."""
+    if device.type == "meta":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, enabled=False)
 
 
 def merge_token_mask(token_mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -371,7 +380,7 @@ class SwinV2WindowAttention(nn.Module):
             index = index.to(self.relative_position_index.device)
         first, _, last = self.continuous_position_bias_mlp
         dtype = torch.promote_types(first.weight.dtype, torch.float32)
-        with torch.autocast(device_type=first.weight.device.type, enabled=False):
+        with autocast_disabled(first.weight.device):
             coordinates = coordinates.to(device=first.weight.device, dtype=dtype)
             hidden = F.relu(F.linear(coordinates, first.weight.to(dtype), first.bias.to(dtype)))
             table = F.linear(hidden, last.weight.to(dtype)).view(-1, self.num_heads)  # ((2w-1)^2, heads)
