@@ -3,15 +3,34 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from fake_hub import FakeHub
 
 import swinv2_hf  # noqa: F401  (registers the Auto classes)
 from swinv2_hf import SwinV2Config
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# The head of a script for a fresh interpreter that must not import the installed swinv2_hf (remote-code checks).
+BLOCK_SWINV2 = '''
+import sys
+
+
+class BlockSwinV2:
+    """Meta path finder that makes the installed swinv2_hf unimportable."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name.split(".")[0] == "swinv2_hf":
+            raise ImportError(f"{name} is blocked in this process")
+        return None
+
+
+sys.meta_path.insert(0, BlockSwinV2)
+'''
 
 
 def tiny_config(**overrides) -> SwinV2Config:
@@ -50,3 +69,10 @@ def load_case(case: str) -> dict:
 @pytest.fixture
 def pixel_values() -> torch.Tensor:
     return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[FakeHub]:
+    """A Hub-compatible server on loopback for the duration of a test (tests/fake_hub.py)."""
+    with FakeHub(tmp_path / "hub") as running:
+        yield running

@@ -15,7 +15,7 @@ import torch
 import swinv2_hf
 from swinv2_hf import SwinV2Backbone, SwinV2ForImageClassification, SwinV2ForMaskedImageModeling, SwinV2Model
 
-from conftest import randomize_weights, tiny_config
+from conftest import BLOCK_SWINV2, randomize_weights, tiny_config
 
 PACKAGE = Path(swinv2_hf.__file__).parent
 CODE_FILES = ["configuration_swinv2_hf.py", "modeling_swinv2_hf.py"]
@@ -33,23 +33,9 @@ REMOTE_CLASSES = ["AutoConfig", "AutoModel", "AutoModelForImageClassification", 
 # Runs in a fresh interpreter with argv[1] the work folder. It blocks `swinv2_hf` before anything else, loads the
 # saved folders through the Auto classes, compares with the saved outputs, re-saves and writes report.json; it exits
 # non-zero when the package was importable or any output differs by more than 1e-6.
-REMOTE_SCRIPT = r'''
+REMOTE_SCRIPT = BLOCK_SWINV2 + r'''
 import json
-import sys
 from pathlib import Path
-
-
-class BlockSwinV2:
-    """Meta path finder that makes the installed swinv2_hf unimportable."""
-
-    @staticmethod
-    def find_spec(name, path=None, target=None):
-        if name.split(".")[0] == "swinv2_hf":
-            raise ImportError(f"{name} is blocked in this process")
-        return None
-
-
-sys.meta_path.insert(0, BlockSwinV2)
 
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, AutoModelForMaskedImageModeling
