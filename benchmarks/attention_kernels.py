@@ -10,10 +10,9 @@ image, 3 heads of 32 channels), both kernels interleaved, and prints medians wit
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from timing import interleaved
 
 from swinv2_hf import SwinV2Config
 from swinv2_hf.modeling_swinv2_hf import build_window_layout, SwinV2WindowAttention
@@ -25,12 +24,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=30, help="timed calls per kernel, interleaved")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--shifted", action="store_true", help="time the shifted block (with the shift mask)")
+    parser.add_argument("--bfloat16", action="store_true", help="under bfloat16 autocast")
     return parser.parse_args()
-
-
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -40,21 +35,19 @@ def main() -> None:
     windows = torch.randn(args.batch, 64, 64, 96, device=args.device)
     layout = build_window_layout(64, 64, 8, None, True, windows.dtype, windows.device)
     mask = layout.masks[args.shifted]
-    timings: dict[str, list[float]] = {"eager": [], "sdpa": []}
-    with torch.no_grad():
-        for repeat in range(args.repeats + 3):
-            for kernel in timings:
-                config._attn_implementation = kernel
-                synchronize(args.device)
-                start = time.perf_counter()
-                attention(windows, 8, mask)
-                synchronize(args.device)
-                if repeat >= 3:  # warm-up
-                    timings[kernel].append((time.perf_counter() - start) * 1e3)
-    for kernel, values in timings.items():
-        print(f"{kernel:6s} median {statistics.median(values):7.2f} ms  (min {min(values):.2f}, max {max(values):.2f})"
-              f"  {args.batch * 64} windows, device {args.device}, threads {torch.get_num_threads()}")
 
+    def run(kernel: str):
+        def call() -> None:
+            config._attn_implementation = kernel
+            attention(windows, 8, mask)
+
+        return call
+
+    autocast = torch.autocast(windows.device.type, dtype=torch.bfloat16, enabled=args.bfloat16)
+    with torch.no_grad(), autocast:
+        timings = interleaved({kernel: run(kernel) for kernel in ("eager", "sdpa")}, args.repeats, 3, windows.device)
+    for kernel, timing in timings.items():
+        print(f"{kernel:6s} {timing}  {args.batch * 64} windows, device {args.device}, threads {torch.get_num_threads()}")
 
 if __name__ == "__main__":
     main()

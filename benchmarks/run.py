@@ -1,0 +1,298 @@
+"""swinv2_hf against transformers' Swinv2: the same weights, timed interleaved, as ratios.
+
+Builds transformers' Swinv2ForImageClassification with random weights and ours from the same state dict (through the
+conversion code), checks that they agree, then times both A B A B ... after a warm-up:
+- inference (eval, no grad) at each batch size, in float32 and under bfloat16 autocast;
+- compiled inference (`torch.compile`, fullgraph for ours) with --compile;
+- a training step (forward, cross-entropy, backward, AdamW) at the largest batch;
+- the peak memory of that training step, each model alone in a fresh process (the high-water mark of resident memory
+  on CPU, `max_memory_allocated` on CUDA);
+and reports achieved GFLOP/s (FLOPs counted on the meta device) against a float32 matmul ceiling measured in the same
+run (torch.mm at 2048^3, and oneDNN's GEMM on CPU). Writes results.json, results.md and results.png.
+
+    python benchmarks/run.py [--size tiny] [--resolution 256] [--window 8] [--batch-sizes 1 8] [--compile]
+                             [--device cpu] [--repeats 10] [--output-dir benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from timing import Timing, interleaved, paired_ratios
+from transformers import Swinv2Config, Swinv2ForImageClassification
+
+from swinv2_hf import SwinV2Config, SwinV2ForImageClassification
+from swinv2_hf.conversion import convert_state_dict
+from swinv2_hf.model_card import count_parameters_and_flops
+
+AGREEMENT_ATOL = 1e-3  # float32 logits of random 1000-class heads; parity proper is in tests/
+CEILING_SIZE = 2048
+MODELS = ("transformers", "swinv2_hf")
+
+
+@dataclass
+class Row:
+    """One scenario: both models' timings and our speed-up."""
+
+    scenario: str
+    transformers_ms: float
+    transformers_range: str
+    swinv2_hf_ms: float
+    swinv2_hf_range: str
+    speedup: float
+    speedup_range: str
+    swinv2_hf_gflops: float | None = None
+    transformers_gflops: float | None = None
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="tiny", choices=["tiny", "small", "base", "large"])
+    parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--window", type=int, default=8)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile of both (minutes on CPU)")
+    parser.add_argument("--no-training", action="store_true", help="skip the training step and its memory")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--output-dir", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--memory-probe", choices=MODELS, help=argparse.SUPPRESS)  # the per-model subprocess
+    return parser.parse_args(argv)
+
+
+def build_models(args: argparse.Namespace) -> dict[str, torch.nn.Module]:
+    """transformers' model with random weights and ours with the same weights."""
+    preset = {"tiny": "swinv2_tiny_window8_256", "small": "swinv2_small_window8_256",
+              "base": "swinv2_base_window8_256", "large": "swinv2_large_window12_192"}[args.size]  # fmt: skip
+    ours_config = SwinV2Config.from_preset(preset, image_size=args.resolution, window_size=args.window, num_labels=1000)
+    theirs_config = Swinv2Config(
+        image_size=args.resolution, embed_dim=ours_config.embed_dim, depths=list(ours_config.depths),
+        num_heads=list(ours_config.num_heads), window_size=args.window, num_labels=1000,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    theirs = Swinv2ForImageClassification(theirs_config)
+    ours = SwinV2ForImageClassification(ours_config)
+    ours.load_state_dict(convert_state_dict(theirs.state_dict(), "transformers"))
+    return {"transformers": theirs.to(args.device), "swinv2_hf": ours.to(args.device)}
+
+
+def check_agreement(models: dict[str, torch.nn.Module], pixels: torch.Tensor) -> float:
+    with torch.no_grad():
+        logits = [model.eval()(pixels).logits for model in models.values()]
+    difference = (logits[0] - logits[1]).abs().max().item()
+    if difference > AGREEMENT_ATOL:
+        raise SystemExit(f"The models disagree by {difference:.2e}; the timings would compare different things.")
+    return difference
+
+
+def inference(model: torch.nn.Module, pixels: torch.Tensor, dtype: str) -> Callable[[], object]:
+    autocast = torch.autocast(pixels.device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+
+    def call() -> object:
+        with torch.no_grad(), autocast:
+            return model(pixels).logits
+
+    return call
+
+
+def training_step(model: torch.nn.Module, pixels: torch.Tensor) -> Callable[[], object]:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    labels = torch.arange(len(pixels), device=pixels.device) % 1000
+
+    def step() -> object:
+        loss = F.cross_entropy(model(pixels).logits, labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    return step
+
+
+def matmul_ceilings(device: torch.device) -> dict[str, float]:
+    """GFLOP/s of float32 2048^3 matmuls: torch.mm, and on CPU oneDNN's GEMM (which our linear layers use)."""
+    a, b = (torch.randn(CEILING_SIZE, CEILING_SIZE, device=device) for _ in range(2))
+    functions = {"torch.mm": lambda: a @ b}
+    if device.type == "cpu" and torch.backends.mkldnn.is_available():
+        functions["oneDNN"] = lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+    timings = interleaved(functions, repeats=5, warmup=2, device=device)
+    return {name: 2 * CEILING_SIZE**3 / (timing.median * 1e6) for name, timing in timings.items()}
+
+
+def row(scenario: str, timings: dict[str, Timing], flops: float | None = None) -> Row:
+    theirs, ours = timings["transformers"], timings["swinv2_hf"]
+    speedup, low, high = paired_ratios(theirs, ours)
+    gflops = {name: flops / (timing.median * 1e6) if flops else None for name, timing in timings.items()}
+    return Row(scenario, round(theirs.median, 2), f"{min(theirs.values):.1f}-{max(theirs.values):.1f}",
+               round(ours.median, 2), f"{min(ours.values):.1f}-{max(ours.values):.1f}", round(speedup, 3),
+               f"{low:.2f}-{high:.2f}", swinv2_hf_gflops=gflops["swinv2_hf"] and round(gflops["swinv2_hf"], 1),
+               transformers_gflops=gflops["transformers"] and round(gflops["transformers"], 1))  # fmt: skip
+
+
+MEMORY_PROBES = 3  # the resident high-water mark moves with the allocator's mood: median of fresh processes
+
+
+def peak_training_memory(args: argparse.Namespace, model_name: str) -> dict[str, float]:
+    """MiB above the set-up of one training step of `model_name`, each measured alone in a fresh process: the median
+    and the range of `MEMORY_PROBES` processes."""
+    command = [sys.executable, __file__, "--memory-probe", model_name, "--size", args.size, "--resolution",
+               str(args.resolution), "--window", str(args.window), "--batch-sizes", str(max(args.batch_sizes)),
+               "--device", args.device]  # fmt: skip
+    probes = []
+    for _ in range(MEMORY_PROBES):
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        probes.append(float(done.stdout.strip().splitlines()[-1]))
+    return {"median": round(statistics.median(probes), 1), "min": round(min(probes), 1), "max": round(max(probes), 1)}
+
+
+def _resident_high_water_mark_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("VmHWM not available")
+
+
+def memory_probe(args: argparse.Namespace) -> None:
+    """Runs in the subprocess: set up the model, input and optimizer, then the peak of two training steps above that
+    (activations, gradients and the optimizer's state, the same for both models)."""
+    model = build_models(args)[args.memory_probe].train()
+    pixels = torch.randn(max(args.batch_sizes), 3, args.resolution, args.resolution, device=args.device)
+    step = training_step(model, pixels)
+    if args.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        baseline = torch.cuda.memory_allocated()
+        step(), step()
+        print((torch.cuda.max_memory_allocated() - baseline) / 2**20)
+        return
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident size
+    baseline = _resident_high_water_mark_mib()
+    step(), step()
+    print(_resident_high_water_mark_mib() - baseline)
+
+
+def run_benchmarks(args: argparse.Namespace) -> dict:
+    device = torch.device(args.device)
+    models = build_models(args)
+    pixels = {batch: torch.randn(batch, 3, args.resolution, args.resolution, device=device) for batch in args.batch_sizes}
+    difference = check_agreement(models, pixels[min(args.batch_sizes)])
+    ours_config = models["swinv2_hf"].config
+    _, flops_per_image = count_parameters_and_flops(ours_config, "SwinV2ForImageClassification")
+    flops_per_image *= 2  # multiply-adds -> FLOPs
+    rows = []
+    for dtype in args.dtypes:
+        for batch in args.batch_sizes:
+            calls = {name: inference(model.eval(), pixels[batch], dtype) for name, model in models.items()}
+            timings = interleaved(calls, args.repeats, args.warmup, device)
+            rows.append(row(f"inference {dtype} batch {batch}", timings, flops_per_image * batch))
+            print(rows[-1], flush=True)
+    if args.compile:
+        batch = max(args.batch_sizes)
+        compiled = {
+            "transformers": torch.compile(models["transformers"]),
+            "swinv2_hf": torch.compile(models["swinv2_hf"], fullgraph=True),
+        }
+        calls = {name: inference(model, pixels[batch], "float32") for name, model in compiled.items()}
+        timings = interleaved(calls, args.repeats, args.warmup, device)
+        rows.append(row(f"inference float32 batch {batch}, compiled", timings, flops_per_image * batch))
+        print(rows[-1], flush=True)
+    memory = {}
+    if not args.no_training:
+        batch = max(args.batch_sizes)
+        calls = {name: training_step(model.train(), pixels[batch]) for name, model in models.items()}
+        timings = interleaved(calls, max(3, args.repeats // 2), args.warmup, device)
+        rows.append(row(f"training step float32 batch {batch}", timings, 3 * flops_per_image * batch))
+        print(rows[-1], flush=True)
+        memory = {name: peak_training_memory(args, name) for name in MODELS}
+        print("peak training-step memory (MiB):", memory, flush=True)
+    return {
+        "machine": machine_description(device),
+        "model": f"SwinV2-{args.size[0].upper()} {args.resolution}px window {args.window}",
+        "flops_per_image": flops_per_image,
+        "max_logit_difference": difference,
+        "matmul_ceiling_gflops": {name: round(value, 1) for name, value in matmul_ceilings(device).items()},
+        "rows": [asdict(item) for item in rows],
+        "peak_training_memory_mib": memory,
+    }
+
+
+def machine_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    model_name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                       if line.startswith("model name")), platform.processor())  # fmt: skip
+    return f"{model_name}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        f"{results['model']} on {results['machine']}; same weights (max logit difference "
+        f"{results['max_logit_difference']:.1e}); medians of interleaved runs (min-max); speed-up = transformers' time / "
+        "ours (range over the interleaved pairs).",
+        "",
+        "| scenario | transformers | swinv2_hf | speed-up | GFLOP/s (theirs / ours) |",
+        "|---|---|---|---|---|",
+    ]
+    for item in results["rows"]:
+        gflops = f"{item['transformers_gflops']} / {item['swinv2_hf_gflops']}" if item["swinv2_hf_gflops"] else ""
+        lines.append(
+            f"| {item['scenario']} | {item['transformers_ms']} ms ({item['transformers_range']}) | "
+            f"{item['swinv2_hf_ms']} ms ({item['swinv2_hf_range']}) | {item['speedup']:.2f}x "
+            f"({item['speedup_range']}) | {gflops} |"
+        )
+    ceilings = ", ".join(f"{name} {value} GFLOP/s" for name, value in results["matmul_ceiling_gflops"].items())
+    lines += ["", f"float32 matmul ceiling ({CEILING_SIZE}^3) measured in the same run: {ceilings}."]
+    if results["peak_training_memory_mib"]:
+        memory = {name: f"{m['median']} MiB ({m['min']}-{m['max']})" for name, m in results["peak_training_memory_mib"].items()}
+        lines.append(f"Peak memory of two training steps above their set-up, each model alone in a fresh process (median "
+                     f"of {MEMORY_PROBES}): transformers {memory['transformers']}, swinv2_hf {memory['swinv2_hf']}.")
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = [item["scenario"] for item in results["rows"]]
+    speedups = [item["speedup"] for item in results["rows"]]
+    figure, axes = plt.subplots(figsize=(8, 0.5 * len(scenarios) + 1.5))
+    axes.barh(scenarios, speedups, color="tab:blue")
+    axes.axvline(1.0, color="black", linewidth=1)
+    axes.set_xlabel("speed-up over transformers' Swinv2 (time ratio)")
+    axes.set_title(f"{results['model']}\n{results['machine']}", fontsize=9)
+    axes.invert_yaxis()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main() -> None:
+    args = parse_args()
+    if args.memory_probe:
+        memory_probe(args)
+        return
+    results = run_benchmarks(args)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    (args.output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    (args.output_dir / "results.md").write_text(table)
+    bar_chart(results, args.output_dir / "results.png")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""The benchmark script runs end to end on a small model and writes its JSON, table and chart (it is measured by hand,
+never timed in CI: this only keeps the machinery working)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+
+
+@pytest.mark.slow
+def test_benchmark_script_writes_its_reports(tmp_path: Path) -> None:
+    arguments = ["--resolution", "64", "--window", "4", "--batch-sizes", "1", "2", "--dtypes", "float32",
+                 "--repeats", "1", "--warmup", "0", "--output-dir", str(tmp_path)]  # fmt: skip
+    done = subprocess.run([sys.executable, str(SCRIPT), *arguments], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["max_logit_difference"] < 1e-4
+    scenarios = [row["scenario"] for row in results["rows"]]
+    assert scenarios == ["inference float32 batch 1", "inference float32 batch 2", "training step float32 batch 2"]
+    assert all(row["transformers_ms"] > 0 and row["swinv2_hf_ms"] > 0 for row in results["rows"])
+    assert set(results["peak_training_memory_mib"]) == {"transformers", "swinv2_hf"}
+    assert set(results["matmul_ceiling_gflops"]) == {"torch.mm", "oneDNN"}
+    assert "| scenario |" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
