@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from timing import Timing, interleaved, paired_ratios
+from timing import Timing, interleaved, paired_ratios, peak_memory_mib
 from transformers import Swinv2Config, Swinv2ForImageClassification
 
 from swinv2_hf import SwinV2Config, SwinV2ForImageClassification
@@ -158,29 +158,13 @@ def peak_training_memory(args: argparse.Namespace, model_name: str) -> dict[str,
     return {"median": round(statistics.median(probes), 1), "min": round(min(probes), 1), "max": round(max(probes), 1)}
 
 
-def _resident_high_water_mark_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("VmHWM not available")
-
-
 def memory_probe(args: argparse.Namespace) -> None:
     """Runs in the subprocess: set up the model, input and optimizer, then the peak of two training steps above that
     (activations, gradients and the optimizer's state, the same for both models)."""
     model = build_models(args)[args.memory_probe].train()
     pixels = torch.randn(max(args.batch_sizes), 3, args.resolution, args.resolution, device=args.device)
     step = training_step(model, pixels)
-    if args.device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-        baseline = torch.cuda.memory_allocated()
-        step(), step()
-        print((torch.cuda.max_memory_allocated() - baseline) / 2**20)
-        return
-    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident size
-    baseline = _resident_high_water_mark_mib()
-    step(), step()
-    print(_resident_high_water_mark_mib() - baseline)
+    print(peak_memory_mib(lambda: (step(), step()), torch.device(args.device)))
 
 
 def run_benchmarks(args: argparse.Namespace) -> dict:

@@ -1,5 +1,5 @@
-"""Interleaved timing shared by the benchmark scripts: A B A B ... after a warm-up, so that drift and noise of a busy
-machine fall on every contender alike, with CUDA events on a GPU."""
+"""Measurements shared by the benchmark scripts: interleaved timing (A B A B ... after a warm-up, so that drift and
+noise of a busy machine fall on every contender alike; CUDA events on a GPU) and the peak memory of a step."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -56,3 +57,24 @@ def paired_ratios(baseline: Timing, candidate: Timing) -> tuple[float, float, fl
     interleaved pairs (the spread a single noisy comparison could show)."""
     pairs = [base / cand for base, cand in zip(baseline.values, candidate.values)]
     return baseline.median / candidate.median, min(pairs), max(pairs)
+
+
+def _resident_high_water_mark_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("VmHWM not available (Linux only)")
+
+
+def peak_memory_mib(step: Callable[[], object], device: torch.device) -> float:
+    """Peak memory of `step` above what exists before it, in MiB: `max_memory_allocated` on CUDA; on CPU the resident
+    high-water mark (reset first through /proc/self/clear_refs), so run one contender per fresh process."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        baseline = torch.cuda.memory_allocated()
+        step()
+        return (torch.cuda.max_memory_allocated() - baseline) / 2**20
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident size
+    baseline = _resident_high_water_mark_mib()
+    step()
+    return _resident_high_water_mark_mib() - baseline
