@@ -23,7 +23,7 @@ setup(
         "jinja2>=3",
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-timeout>=2", "matplotlib>=3.7"],
+        "dev": ["pytest>=8", "pytest-timeout>=2", "matplotlib>=3.7", "scipy>=1.10"],
         "benchmarks": ["matplotlib>=3.7"],
         "examples": ["accelerate>=1.0", "datasets>=3.0", "evaluate>=0.4", "scikit-learn>=1.3", "matplotlib>=3.7",
                      "tqdm>=4.60"],
