@@ -21,7 +21,7 @@ from timing import peak_memory_mib
 from transformers import Swinv2Backbone, Swinv2Config
 
 from swinv2_hf import SwinV2Backbone, SwinV2Config
-from swinv2_hf.conversion import convert_state_dict, export_state_dict
+from swinv2_hf.conversion import export_state_dict
 from swinv2_hf.transfer import transfer_config
 
 OUT_FEATURES = ["stage1", "stage2", "stage3", "stage4"]

@@ -872,8 +872,8 @@ class SwinV2PreTrainedModel(PreTrainedModel):
         pretrained_window_sizes=[12, 12, 12, 6]` to transfer to a larger resolution and window: the position-bias
         MLPs are reused and the coordinate tables, built from the config, are never loaded.
         """
-        if kwargs.get("ignore_mismatched_sizes"):
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        if kwargs.pop("ignore_mismatched_sizes", False):
+            return super().from_pretrained(pretrained_model_name_or_path, *args, ignore_mismatched_sizes=True, **kwargs)
         wants_info = kwargs.pop("output_loading_info", False)
         model, info = super().from_pretrained(
             pretrained_model_name_or_path, *args, ignore_mismatched_sizes=True, output_loading_info=True, **kwargs

@@ -312,6 +312,15 @@ def test_checkpoint_that_does_not_fit_the_config_is_a_value_error(tmp_path, over
         SwinV2ForImageClassification.from_pretrained(tmp_path, **kwargs)
 
 
+def test_ignore_mismatched_sizes_given_either_way(tmp_path) -> None:
+    """False behaves as leaving it out (a readable error), True re-initialises the mismatched head."""
+    make_model().save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="classifier.weight"):
+        SwinV2ForImageClassification.from_pretrained(tmp_path, num_labels=3, ignore_mismatched_sizes=False)
+    model = SwinV2ForImageClassification.from_pretrained(tmp_path, num_labels=3, ignore_mismatched_sizes=True)
+    assert model.classifier.weight.shape == (3, 16 * 4)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # 6. Position-bias cache
 # ----------------------------------------------------------------------------------------------------------------------
