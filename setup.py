@@ -25,8 +25,9 @@ setup(
     extras_require={
         "dev": ["pytest>=8", "pytest-timeout>=2", "matplotlib>=3.7", "scipy>=1.10"],
         "benchmarks": ["matplotlib>=3.7"],
+        # scipy: the DETR losses' matching; pycocotools: COCO mAP; scikit-image: the example's photographs.
         "examples": ["accelerate>=1.0", "datasets>=3.0", "evaluate>=0.4", "scikit-learn>=1.3", "matplotlib>=3.7",
-                     "tqdm>=4.60"],
+                     "tqdm>=4.60", "scipy>=1.10", "pycocotools>=2.0.7", "scikit-image>=0.19"],
     },
     classifiers=[
         "License :: OSI Approved :: Apache Software License",

@@ -76,3 +76,11 @@ def hub(tmp_path: Path) -> Iterator[FakeHub]:
     """A Hub-compatible server on loopback for the duration of a test (tests/fake_hub.py)."""
     with FakeHub(tmp_path / "hub") as running:
         yield running
+
+
+def reset_accelerate() -> None:
+    """Forget the Accelerator a script made in this process, so that the next one starts afresh."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
