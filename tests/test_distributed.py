@@ -25,7 +25,10 @@ GLOBAL_BATCH = 8
 PROCESSES = 2
 STEPS = 8
 MAX_LOSS_DIFFERENCE = 1e-5
-MAX_WEIGHT_DIFFERENCE = 1e-5  # of the saved models after 8 updates (measured: 4.1e-7 to 4.5e-6)
+# Of the saved models after 8 updates (measured: 4.1e-7 to 4.5e-6). Adam turns float32 rounding in a near-zero
+# gradient into a visible share of a 1e-3 step, so the bound leaves room for other CPUs' kernels; a process that
+# trained on other batches, or missed an update, would be off by about the learning rate, 1e-3.
+MAX_WEIGHT_DIFFERENCE = 5e-5
 DEEPSPEED_INSTALL = "DS_BUILD_SHM_COMM=1 pip install -c constraints.txt --no-build-isolation deepspeed==0.19.8"
 
 
