@@ -21,6 +21,8 @@ from transformers.backbone_utils import BackboneConfigMixin
 
 IntOrPair = int | tuple[int, int]
 
+# The kernels `config.linear_implementation` chooses from (kernels.py applies them).
+LINEAR_IMPLEMENTATIONS = ("auto", "onednn", "torch")
 # Paper constants (section 3.3): the continuous position bias MLP is 2 -> 512 -> heads with ReLU.
 CPB_MLP_HIDDEN_SIZE = 512
 
@@ -105,6 +107,12 @@ class SwinV2Config(BackboneConfigMixin, PretrainedConfig):
         attention_chunk_size (`int`, defaults to 0): Process at most this many windows (per image) at once in each
             attention layer, the paper's sequential self-attention for high resolutions: same outputs and
             gradients, bounded attention memory. 0 processes all windows together.
+        linear_implementation (`str`, defaults to `"auto"`): The kernel of the linear layers (`kernels.py`). `"auto"`
+            takes oneDNN's GEMM on x86 CPUs where it computes the dtype natively (float32 everywhere; bfloat16 and
+            float16 only with AVX512-BF16/AMX/AVX512-FP16, otherwise the product runs in float32) and standard
+            PyTorch ops elsewhere and whenever the model is traced, exported or quantized. `"onednn"` takes oneDNN
+            wherever it computes the call, on any CPU; `"torch"` never leaves `F.linear`. Same outputs within float
+            rounding; can be changed at any time (`model.config.linear_implementation = "torch"`).
         initializer_range (`float`, defaults to 0.02): Standard deviation of the truncated normal initialisation.
         encoder_stride (`int`, defaults to 32): Upsampling factor of the SimMIM decoder (the total stride of the
             encoder).
@@ -154,6 +162,7 @@ class SwinV2Config(BackboneConfigMixin, PretrainedConfig):
         extra_norm_period: int = 0,
         cpb_mlp_hidden_size: int = CPB_MLP_HIDDEN_SIZE,
         attention_chunk_size: int = 0,
+        linear_implementation: str = "auto",
         initializer_range: float = 0.02,
         encoder_stride: int = 32,
         mim_norm_target_patch_size: int = 47,
@@ -183,6 +192,7 @@ class SwinV2Config(BackboneConfigMixin, PretrainedConfig):
         self.extra_norm_period = extra_norm_period
         self.cpb_mlp_hidden_size = cpb_mlp_hidden_size
         self.attention_chunk_size = attention_chunk_size
+        self.linear_implementation = linear_implementation
         self.initializer_range = initializer_range
         self.encoder_stride = encoder_stride
         self.mim_norm_target_patch_size = mim_norm_target_patch_size
@@ -240,6 +250,9 @@ class SwinV2Config(BackboneConfigMixin, PretrainedConfig):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer (0 disables it), got {value!r}.")
+        if self.linear_implementation not in LINEAR_IMPLEMENTATIONS:
+            raise ValueError(f"linear_implementation must be one of {', '.join(LINEAR_IMPLEMENTATIONS)}, got "
+                             f"{self.linear_implementation!r}: 'auto' picks the fastest kernel that computes the call.")
         if self.mim_norm_target_patch_size and self.mim_norm_target_patch_size % 2 == 0:
             raise ValueError(f"mim_norm_target_patch_size must be odd (the patch is centred on each pixel), got "
                              f"{self.mim_norm_target_patch_size}; SimMIM uses 47.")

@@ -42,6 +42,7 @@ from safetensors import safe_open
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, ModelOutput, cached_file, logging
 
 from .configuration_swinv2_hf import SwinV2Config, to_pair
+from .kernels import linear
 
 logger = logging.get_logger(__name__)
 
@@ -198,90 +199,6 @@ def merge_token_mask(token_mask: torch.Tensor | None) -> torch.Tensor | None:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Linear layers through oneDNN on CPU
-# ----------------------------------------------------------------------------------------------------------------------
-
-# On the CPUs we measured (AMD EPYC with AVX-512), oneDNN's float32 GEMM runs at 434 GFLOP/s where the MKL path of
-# `F.linear` reaches 204 (2048^3), and about 2x on SwinV2-T's shapes; it also fuses the bias and GELU into the GEMM.
-# Set to False to use `F.linear` everywhere (benchmarks/NOTES.md has the figures).
-USE_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-_ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
-
-
-def _onednn_linear_forward(
-    input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool
-) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(input, weight, bias, "gelu" if gelu else "none", [], "none" if gelu else "")
-
-
-def _onednn_linear_fake(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool) -> torch.Tensor:
-    return input.new_empty((*input.shape[:-1], weight.shape[0]))
-
-
-def _onednn_linear_setup(ctx, inputs: tuple, output: torch.Tensor) -> None:
-    input, weight, bias, _ = inputs
-    ctx.save_for_backward(input, weight)
-    ctx.has_bias = bias is not None
-
-
-def _onednn_linear_backward(ctx, grad: torch.Tensor) -> tuple:
-    """Input gradient through oneDNN (measured 2.2x faster), weight gradient through `mm` (faster than oneDNN with
-    the transposed copies it would need)."""
-    input, weight = ctx.saved_tensors
-    grad_input = _onednn_linear(grad, weight.t().contiguous(), None, False)
-    flat_grad = grad.reshape(-1, grad.shape[-1])
-    grad_weight = flat_grad.t() @ input.reshape(-1, input.shape[-1])
-    grad_bias = flat_grad.sum(0) if ctx.has_bias else None
-    return grad_input, grad_weight, grad_bias, None
-
-
-def _register_onednn_linear():
-    """`swinv2_hf::onednn_linear`, a custom op so that torch.compile keeps it as one kernel and autograd has a
-    backward. Registered once per process: the package and a remote-code copy of this file share it."""
-    if hasattr(torch.ops.swinv2_hf, "onednn_linear"):
-        return torch.ops.swinv2_hf.onednn_linear
-    op = torch.library.custom_op("swinv2_hf::onednn_linear", _onednn_linear_forward, mutates_args=())
-    op.register_fake(_onednn_linear_fake)
-    op.register_autograd(_onednn_linear_backward, setup_context=_onednn_linear_setup)
-    return op
-
-
-_onednn_linear = _register_onednn_linear() if USE_ONEDNN_LINEAR else None
-
-
-def linear(
-    hidden_states: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, gelu: bool = False
-) -> torch.Tensor:
-    """`F.linear` (then exact GELU when `gelu`), through oneDNN for float32/bfloat16 CPU tensors outside autocast.
-
-    GELU is fused only when no gradient is needed; training applies `F.gelu` after the GEMM.
-    """
-    use_onednn = (
-        USE_ONEDNN_LINEAR
-        and hidden_states.device.type == "cpu"
-        and hidden_states.dtype in _ONEDNN_DTYPES
-        and hidden_states.dtype == weight.dtype
-        and not torch.is_autocast_enabled("cpu")
-    )
-    if not use_onednn:
-        output = F.linear(hidden_states, weight, bias)
-        return F.gelu(output) if gelu else output
-    needs_grad = torch.is_grad_enabled() and any(
-        tensor is not None and tensor.requires_grad for tensor in (hidden_states, weight, bias)
-    )
-    if gelu and needs_grad:
-        return F.gelu(_onednn_linear(hidden_states, weight, bias, False))
-    return _onednn_linear(hidden_states, weight, bias, gelu)
-
-
-class SwinV2Linear(nn.Linear):
-    """`nn.Linear` (same parameters and state dict) computed by `linear`."""
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return linear(hidden_states, self.weight, self.bias)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
 # Layers
 # ----------------------------------------------------------------------------------------------------------------------
 
@@ -369,10 +286,11 @@ class SwinV2Embeddings(nn.Module):
 class SwinV2PatchMerging(nn.Module):
     """Concatenate each 2x2 neighbourhood (4C), reduce to 2C without bias, then LayerNorm (the V2 norm placement)."""
 
-    def __init__(self, dim: int, layer_norm_eps: float) -> None:
+    def __init__(self, config: SwinV2Config, dim: int) -> None:
         super().__init__()
-        self.reduction = SwinV2Linear(4 * dim, 2 * dim, bias=False)
-        self.norm = nn.LayerNorm(2 * dim, eps=layer_norm_eps)
+        self.config = config
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.norm = nn.LayerNorm(2 * dim, eps=config.layer_norm_eps)
 
     def forward(self, hidden_states: torch.Tensor, height: int, width: int, token_mask: torch.Tensor | None) -> torch.Tensor:
         batch, _, channels = hidden_states.shape
@@ -387,7 +305,7 @@ class SwinV2PatchMerging(nn.Module):
             [hidden_states[:, 0::2, 0::2], hidden_states[:, 1::2, 0::2], hidden_states[:, 0::2, 1::2], hidden_states[:, 1::2, 1::2]],
             dim=-1,
         ).view(batch, -1, 4 * channels)  # (B, H/2*W/2, 4C)
-        return self.norm(self.reduction(hidden_states))
+        return self.norm(linear(self.reduction, hidden_states, self.config.linear_implementation))
 
 
 def attention_dtype(qkv: torch.Tensor) -> torch.dtype:
@@ -417,7 +335,7 @@ class SwinV2WindowAttention(nn.Module):
         self.num_heads = num_heads
         self.window = window
         self.pretrained_window = pretrained_window
-        self.qkv = SwinV2Linear(dim, 3 * dim, bias=False)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         # The original keeps separate query and value biases and no key bias.
         self.q_bias = nn.Parameter(torch.zeros(dim)) if config.qkv_bias else None
         self.v_bias = nn.Parameter(torch.zeros(dim)) if config.qkv_bias else None
@@ -431,7 +349,7 @@ class SwinV2WindowAttention(nn.Module):
         self.register_buffer("relative_coords_table", coordinates, persistent=False)
         self.register_buffer("relative_position_index", index, persistent=False)
         self.attention_dropout = nn.Dropout(config.attention_probs_dropout_prob)
-        self.projection = SwinV2Linear(dim, dim)
+        self.projection = nn.Linear(dim, dim)
         self.projection_dropout = nn.Dropout(config.hidden_dropout_prob)
         self._bias_cache: tuple[tuple, torch.Tensor] | None = None
 
@@ -501,7 +419,8 @@ class SwinV2WindowAttention(nn.Module):
         qkv_bias = None
         if self.q_bias is not None:
             qkv_bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
-        qkv = linear(hidden_states, self.qkv.weight, qkv_bias).view(batch, num_windows, tokens, 3, self.num_heads, -1)
+        qkv = linear(self.qkv, hidden_states, self.config.linear_implementation, extra_bias=qkv_bias)
+        qkv = qkv.view(batch, num_windows, tokens, 3, self.num_heads, -1)
         dtype = attention_dtype(qkv)
         query, key = self._cosine_query_key(qkv, dtype).permute(3, 0, 1, 4, 2, 5).unbind(0)  # (B, nW, heads, N, hd)
         value = qkv[:, :, :, 2].transpose(2, 3).to(dtype)
@@ -512,7 +431,7 @@ class SwinV2WindowAttention(nn.Module):
         with precision:
             context, probabilities = self._attend(query, key, value, bias, mask, output_attentions)
         context = context.transpose(2, 3).reshape(batch, num_windows, tokens, channels).to(hidden_states.dtype)
-        output = self.projection_dropout(self.projection(context))
+        output = self.projection_dropout(linear(self.projection, context, self.config.linear_implementation))
         return output, probabilities
 
     def _attend(
@@ -598,19 +517,21 @@ class SwinV2Mlp(nn.Module):
     def __init__(self, config: SwinV2Config, dim: int) -> None:
         super().__init__()
         hidden = int(dim * config.mlp_ratio)
-        self.fc1 = SwinV2Linear(dim, hidden)
+        self.config = config
+        self.fc1 = nn.Linear(dim, hidden)
         self.activation = ACT2FN[config.hidden_act]
         # The exact (erf) GELU fuses into the first GEMM; any other activation runs after it.
         self.fused_gelu = config.hidden_act == "gelu"
-        self.fc2 = SwinV2Linear(hidden, dim)
+        self.fc2 = nn.Linear(hidden, dim)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        implementation = self.config.linear_implementation
         if self.fused_gelu:
-            hidden_states = linear(hidden_states, self.fc1.weight, self.fc1.bias, gelu=True)
+            hidden_states = linear(self.fc1, hidden_states, implementation, gelu=True)
         else:
-            hidden_states = self.activation(self.fc1(hidden_states))
-        return self.dropout(self.fc2(self.dropout(hidden_states)))
+            hidden_states = self.activation(linear(self.fc1, hidden_states, implementation))
+        return self.dropout(linear(self.fc2, self.dropout(hidden_states), implementation))
 
 
 class SwinV2Block(GradientCheckpointingLayer):
@@ -712,7 +633,7 @@ class SwinV2Stage(nn.Module):
             )
             for index in range(config.depths[stage])
         )
-        self.downsample = SwinV2PatchMerging(dim, config.layer_norm_eps) if downsample else None
+        self.downsample = SwinV2PatchMerging(config, dim) if downsample else None
 
     def forward(
         self,
@@ -1112,7 +1033,7 @@ class SwinV2ForImageClassification(SwinV2PreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.swinv2 = SwinV2Model(config)
-        self.classifier = SwinV2Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
         self.post_init()
 
     def forward(

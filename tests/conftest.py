@@ -14,6 +14,11 @@ import swinv2_hf  # noqa: F401  (registers the Auto classes)
 from swinv2_hf import SwinV2Config
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# A result in float32 (or half precision) is compared with a float64 reference, within a small multiple of the error
+# that a reference computation makes in the same precision (tests/fixtures/README.md, "Tolerances"), floored where
+# that error is tiny. Bounds made this way hold on any CPU: each machine's kernels set both errors.
+ERROR_MULTIPLE = 4.0
+FLOAT32_ERROR_FLOOR = 1e-5
 # The head of a script for a fresh interpreter that must not import the installed swinv2_hf (remote-code checks).
 BLOCK_SWINV2 = '''
 import sys
@@ -59,6 +64,22 @@ def randomize_weights(model: torch.nn.Module, seed: int = 0, scale: float = 1.0)
             else:
                 parameter.copy_(0.05 * noise)
     return model
+
+
+def error_bound(reference_error: float, floor: float = FLOAT32_ERROR_FLOOR, multiple: float = ERROR_MULTIPLE) -> float:
+    """The largest error allowed to a result whose reference computation errs by `reference_error` (both measured
+    against float64)."""
+    return max(multiple * reference_error, floor)
+
+
+def assert_within_bound(
+    actual: torch.Tensor, reference: torch.Tensor, float64: torch.Tensor, floor: float = FLOAT32_ERROR_FLOOR, name: str = ""
+) -> None:
+    """`actual` is as close to the float64 result as `reference` (the same in the same precision by another path),
+    up to `error_bound`."""
+    error = (actual.double() - float64.double()).abs().max().item()
+    allowed = error_bound((reference.double() - float64.double()).abs().max().item(), floor)
+    assert error <= allowed, f"{name}: {error:.3g} from float64, allowed {allowed:.3g}"
 
 
 def load_case(case: str) -> dict:

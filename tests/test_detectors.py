@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import randomize_weights
+from conftest import assert_within_bound, randomize_weights
 from transformers import (
     ConditionalDetrConfig,
     ConditionalDetrForObjectDetection,
@@ -83,13 +83,12 @@ import torch
 import swinv2_hf  # the detector's backbone_config names model_type swinv2_hf: registered on import
 from transformers import AutoConfig
 
-folder, pixels, expected = sys.argv[1], torch.load(sys.argv[2]), torch.load(sys.argv[3])
+folder, pixels, output = sys.argv[1], torch.load(sys.argv[2]), sys.argv[3]
 model_class = getattr(__import__("transformers"), AutoConfig.from_pretrained(folder).architectures[0])
 model = model_class.from_pretrained(folder).eval()
 with torch.no_grad():
     outputs = model(pixels)
-first = next(value for value in outputs.values() if isinstance(value, torch.Tensor))
-assert torch.equal(first, expected), (first - expected).abs().max()
+torch.save(next(value for value in outputs.values() if isinstance(value, torch.Tensor)), output)
 print("ok")
 """
 
@@ -117,14 +116,17 @@ def test_detector_trains_saves_and_reloads(name: str, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_saved_detector_loads_in_a_new_process_once_swinv2_hf_is_imported(tmp_path: Path) -> None:
+    """The other process computes in another order (its own thread scheduling), so its float32 output is held to the
+    float64 one within the bound that this process's float32 error sets."""
     model = DETECTORS["deformable_detr"][0]()
     pixels = torch.randn(1, 3, IMAGE, IMAGE)
     model.save_pretrained(tmp_path / "detector")
     torch.save(pixels, tmp_path / "pixels.pt")
-    torch.save(first_output(model, pixels), tmp_path / "expected.pt")
     done = subprocess.run([sys.executable, "-c", RELOAD_SCRIPT, str(tmp_path / "detector"), str(tmp_path / "pixels.pt"),
-                           str(tmp_path / "expected.pt")], capture_output=True, text=True, timeout=300)  # fmt: skip
+                           str(tmp_path / "reloaded.pt")], capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+    reloaded = torch.load(tmp_path / "reloaded.pt", weights_only=True)
+    assert_within_bound(reloaded, first_output(model, pixels), first_output(model.double(), pixels.double()))
 
 
 def test_load_backbone_weights_puts_pretrained_weights_in(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from transformers import AutoModelForImageClassification, pipeline
 from swinv2_hf.model_card import SAMPLE_IMAGE_URL
 
 REPO_ID = "user/swinv2-case-c"
-EXPECTED_FILES = ["README.md", "config.json", "configuration_swinv2_hf.py", "model.safetensors",
+EXPECTED_FILES = ["README.md", "config.json", "configuration_swinv2_hf.py", "kernels.py", "model.safetensors",
                   "modeling_swinv2_hf.py", "preprocessor_config.json"]  # fmt: skip
 
 # argv: the work folder, "online" or "offline". Blocks swinv2_hf, then loads the pushed repository by id and reports

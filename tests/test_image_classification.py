@@ -43,7 +43,7 @@ QUICK = ["--max_train_samples", "640", "--max_eval_samples", "100", "--num_train
 # 0.1. The bounds leave room for other machines' kernels (e.g. float32 where bf16 is not native).
 MIN_QUICK_ACCURACY = 0.6
 MAX_SCRIPT_DIFFERENCE = 0.1
-EXPECTED_FILES = ["README.md", "config.json", "configuration_swinv2_hf.py", "model.safetensors",
+EXPECTED_FILES = ["README.md", "config.json", "configuration_swinv2_hf.py", "kernels.py", "model.safetensors",
                   "modeling_swinv2_hf.py", "preprocessor_config.json"]  # fmt: skip
 
 

@@ -513,6 +513,9 @@ def deep_model_with_large_weights() -> SwinV2ForImageClassification:
      ("cast", torch.bfloat16), ("cast", torch.float16)],
 )
 def test_deep_model_with_large_weights_stays_finite(mode: str, dtype: torch.dtype) -> None:
+    """An overflow check, not an accuracy one: with every logit scale above the clamp and weights 4x too large, 24
+    blocks are chaotic (float32 is already 3e-3 from float64 after them). Accuracy against float64 in half precision
+    is tested on a well-conditioned model in test_kernels.py."""
     model = deep_model_with_large_weights()
     pixel_values = images(2, 32, 32)
     with torch.no_grad():

@@ -2,33 +2,33 @@
 
 The fixtures (tests/fixtures/README.md) hold the outputs of the unmodified original code (cases A, B, C: classifiers;
 E: SimMIM) and of timm (case D: case A's network in timm's layout) on random weights. Each case's checkpoint is read,
-converted and loaded strictly into our model, which must then reproduce every intermediate tensor: within 1e-8 in
-float64 and within the original's own float32-versus-float64 spread in float32.
+converted and loaded strictly into our model, which must then reproduce every intermediate tensor of the float64
+references: within 1e-8 in float64, and in float32 within a small multiple of the error the original itself makes in
+float32 on that tensor (`original_fp32_error.json`; conftest.error_bound).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import pytest
 import torch
-from conftest import FIXTURES, load_case
+from conftest import FIXTURES, error_bound, load_case
 
 import swinv2_hf.modeling_swinv2_hf as modeling
 from swinv2_hf import SwinV2ForImageClassification, SwinV2ForMaskedImageModeling
 from swinv2_hf.conversion import config_from_original, convert_state_dict, read_checkpoint
 
 FLOAT64_ATOL = 1e-8
-# float32: the README's 1e-4 on pooled features and logits and 1e-3 on stages (the original's own float32 results
-# stray that far from its float64 ones), tighter where the fixtures show a smaller spread (embeddings about 1e-6,
-# SimMIM losses about 2e-7); reconstructions and encoder outputs spread like stages (up to 3e-4).
-FLOAT32_ATOL = {
-    "embeddings": 1e-5, "embeddings_masked": 1e-5, "pooled": 1e-4, "logits": 1e-4, "loss": 1e-5,
-    "loss_no_norm_target": 1e-5,
-}
-FLOAT32_STAGE_ATOL = 1e-3
+# Per case and tensor, max |float32 - float64| of the original's (or timm's) own outputs, measured once on the machine
+# that made the fixtures: one sample of float32 noise. On an AMD EPYC Zen 3 (AVX2) case A's stages come out 3.3-4.5x
+# that error from the float64 reference, with either linear kernel, either attention kernel, and also with the
+# original's order of operations in the attention; B, C and E stay within 2x. Hence 8x, not the README's "say 4x".
+ORIGINAL_FLOAT32_ERROR = json.loads((FIXTURES / "original_fp32_error.json").read_text())
+ORIGINAL_ERROR_MULTIPLE = 8.0
 # The inputs stored in the io files next to the reference outputs.
 NOT_COMPARED = ("input", "mask")
 
@@ -59,11 +59,15 @@ SIMMIM = Checkpoint("E", "case_E_ms.pth", "original")
 DTYPES = [pytest.param(torch.float32, id="float32"), pytest.param(torch.float64, id="float64")]
 
 
-def tolerance(dtype: torch.dtype) -> Callable[[str], float]:
-    """Absolute tolerance per reference name: 1e-8 in float64, the README's float32 spread otherwise."""
+def tolerance(case: str, dtype: torch.dtype) -> Callable[[str], float]:
+    """Absolute tolerance per reference name: 1e-8 in float64; in float32 the bound that the original's own float32
+    error on that tensor sets."""
     if dtype == torch.float64:
         return lambda name: FLOAT64_ATOL
-    return lambda name: FLOAT32_ATOL.get(name, FLOAT32_STAGE_ATOL)
+    errors = ORIGINAL_FLOAT32_ERROR[f"case_{case}"]
+    if case == "D":  # timm's names
+        errors = {TIMM_NAMES[name]: error for name, error in errors.items()}
+    return lambda name: error_bound(errors[name], multiple=ORIGINAL_ERROR_MULTIPLE)
 
 
 def assert_tensors_close(
@@ -73,15 +77,14 @@ def assert_tensors_close(
     assert sorted(actual) == sorted(expected)
     for name, reference in expected.items():
         torch.testing.assert_close(
-            actual[name], reference, rtol=0, atol=atol(name), msg=lambda message, name=name: f"{name}: {message}"
+            actual[name].to(reference.dtype), reference, rtol=0, atol=atol(name), msg=lambda message, name=name: f"{name}: {message}"
         )
 
 
 def references(case: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """A case's reference tensors computed in `dtype` (float32 files also carry a few float64 extras: dropped)."""
-    suffix = "_f64" if dtype == torch.float64 else ""
-    tensors = torch.load(FIXTURES / f"case_{case}_io{suffix}.pt", weights_only=True)
-    return {name: tensor for name, tensor in tensors.items() if not name.endswith("_f64")}
+    """A case's float64 reference tensors, with the input in `dtype` (the float32 file holds the same input, rounded)."""
+    tensors = torch.load(FIXTURES / f"case_{case}_io_f64.pt", weights_only=True)
+    return {name: tensor.to(dtype) if name == "input" else tensor for name, tensor in tensors.items()}
 
 
 def constructor_kwargs(case: str) -> dict:
@@ -131,12 +134,15 @@ def classifier_tensors(model: SwinV2ForImageClassification, pixels: torch.Tensor
     }
 
 
+# timm's reference names -> the original's; its `stage{i}_out` is the original's `stage{i}_blocks_out` (timm merges
+# patches at the start of the next stage).
+TIMM_NAMES = {"embeddings": "embeddings", "forward_features": "final_norm", "pre_logits": "pooled", "logits": "logits",
+              **{f"stage{stage}_out": f"stage{stage}_blocks_out" for stage in range(4)}}  # fmt: skip
+
+
 def timm_as_original(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """timm's references under the original's names: its NHWC maps flattened to (B, L, C); its `stage{i}_out` is the
-    original's `stage{i}_blocks_out` (timm merges patches at the start of the next stage)."""
-    names = {"embeddings": "embeddings", "forward_features": "final_norm", "pre_logits": "pooled", "logits": "logits"}
-    names.update({f"stage{stage}_out": f"stage{stage}_blocks_out" for stage in range(4)})
-    return {names[name]: tensor.flatten(1, 2) if tensor.ndim == 4 else tensor
+    """timm's references under the original's names, its NHWC maps flattened to (B, L, C)."""
+    return {TIMM_NAMES[name]: tensor.flatten(1, 2) if tensor.ndim == 4 else tensor
             for name, tensor in tensors.items() if name not in NOT_COMPARED}
 
 
@@ -157,7 +163,7 @@ def test_classifier_matches_reference(
         actual = {name: actual[name] for name in expected}  # timm has no "after merging" tensors
     else:
         expected = {name: tensor for name, tensor in expected.items() if name not in NOT_COMPARED}
-    assert_tensors_close(actual, expected, tolerance(dtype))
+    assert_tensors_close(actual, expected, tolerance(checkpoint.case, dtype))
 
 
 def simmim(mim_norm_target_patch_size: int, dtype: torch.dtype) -> SwinV2ForMaskedImageModeling:
@@ -187,7 +193,7 @@ def test_simmim_matches_reference(dtype: torch.dtype) -> None:
             "loss_no_norm_target": model_without_target_norm(pixels, bool_masked_pos=mask).loss,
         }
     expected = {name: tensor for name, tensor in expected.items() if name not in NOT_COMPARED}
-    assert_tensors_close(actual, expected, tolerance(dtype))
+    assert_tensors_close(actual, expected, tolerance(SIMMIM.case, dtype))
 
 
 def test_timm_checkpoints_convert_to_case_a() -> None:

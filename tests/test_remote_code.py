@@ -18,7 +18,7 @@ from swinv2_hf import SwinV2Backbone, SwinV2ForImageClassification, SwinV2ForMas
 from conftest import BLOCK_SWINV2, randomize_weights, tiny_config
 
 PACKAGE = Path(swinv2_hf.__file__).parent
-CODE_FILES = ["configuration_swinv2_hf.py", "modeling_swinv2_hf.py"]
+CODE_FILES = ["configuration_swinv2_hf.py", "kernels.py", "modeling_swinv2_hf.py"]
 EXPECTED_AUTO_MAP = {
     "AutoConfig": "configuration_swinv2_hf.SwinV2Config",
     "AutoModel": "modeling_swinv2_hf.SwinV2Model",
