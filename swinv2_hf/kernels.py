@@ -10,8 +10,9 @@ The model's linear layers are plain `nn.Linear` modules. `linear(layer, x, imple
 `config.linear_implementation` switches it: `"auto"` (default) applies the rule below, `"onednn"` takes oneDNN
 wherever it can compute the call, `"torch"` never leaves standard PyTorch. The rule, from the measurements in
 benchmarks/NOTES.md (SwinV2-T 256 px, batch 8, 2 threads):
-- float32 on CPU: oneDNN. Whole model 1.6x faster than with `F.linear` on an AMD EPYC Zen 4 (AVX-512), 1.08x on a
-  Zen 3 (AVX2 only), where oneDNN's GEMM is 1.0-1.6x MKL's on SwinV2's shapes.
+- float32 on CPU: oneDNN with AVX-512 (whole model 1.6x faster than with `F.linear` on an AMD EPYC Zen 4). With
+  AVX2 only (Zen 3) oneDNN is 1.0-1.5x MKL's speed on products above 1 GFLOP but 0.55-0.9x below 0.1 GFLOP, so there
+  it takes the products of at least `AVX2_ONEDNN_MIN_FLOPS` and MKL (`F.linear`) the smaller ones.
 - bfloat16/float16 weights on CPU: oneDNN where the CPU computes that dtype natively (AVX512-BF16, AMX, AVX512-FP16:
   `torch.ops.mkldnn._is_mkldnn_bf16_supported()`); elsewhere oneDNN cannot even create the primitive and `F.linear`
   emulates the type at 6-18 GFLOP/s against 100-140 in float32 (Zen 3), so the product runs in float32.
@@ -44,6 +45,11 @@ HALF_DTYPES = (torch.bfloat16, torch.float16)
 # "auto" takes oneDNN only on the CPUs it was measured on (benchmarks/NOTES.md): x86-64 (AMD EPYC Zen 3 and Zen 4).
 MEASURED_MACHINES = ("x86_64", "amd64")
 MACHINE = platform.machine().lower()
+# Below this many FLOPs (2*M*K*N) a float32 product runs faster through MKL than through oneDNN without AVX-512:
+# 0.55-0.9x at 3-75 MFLOP, 0.9-1.15x around 0.1-1 GFLOP, 1.0-1.5x above (AMD EPYC Zen 3, benchmarks/NOTES.md). With
+# AVX-512 oneDNN measured faster at every SwinV2 shape (Zen 4), so it has no threshold.
+AVX2_ONEDNN_MIN_FLOPS = 2**28
+CPU_CAPABILITY = torch.backends.cpu.get_cpu_capability()
 
 
 def standard_ops_only() -> bool:
@@ -144,7 +150,10 @@ def linear_kernel(layer: nn.Module, hidden_states: torch.Tensor, implementation:
         if not onednn_computes(dtype):
             return "float32"
         return "torch" if autocast else "onednn"  # autocast's own half-precision GEMM is oneDNN's
-    return "onednn" if dtype == torch.float32 and not autocast and onednn_computes(dtype) else "torch"
+    if dtype != torch.float32 or autocast or not onednn_computes(dtype):
+        return "torch"
+    large = 2 * hidden_states.numel() * weight.shape[0] >= AVX2_ONEDNN_MIN_FLOPS
+    return "onednn" if implementation == "onednn" or CPU_CAPABILITY == "AVX512" or large else "torch"
 
 
 def linear(

@@ -39,9 +39,9 @@ import run_classification_trainer  # noqa: E402
 REPO_ID = "user/swinv2-digits"
 # A short digits run, the same for both scripts: 640 training images, 8 epochs (160 optimiser steps).
 QUICK = ["--max_train_samples", "640", "--max_eval_samples", "100", "--num_train_epochs", "8", "--seed", "0"]
-# Measured on these runs (2-core CPU, bf16 autocast): test top-1 0.77 with Accelerate, 0.73 with Trainer; chance is
-# 0.1. The bounds leave room for other machines' kernels (e.g. float32 where bf16 is not native).
-MIN_QUICK_ACCURACY = 0.6
+# Measured on these runs (2-core AMD EPYC Zen 3, float32): test top-1 0.91 with Accelerate, 0.94 with
+# Trainer; chance is 0.1. The bounds leave room for other machines' kernels (bf16 autocast where it is native).
+MIN_QUICK_ACCURACY = 0.8
 MAX_SCRIPT_DIFFERENCE = 0.1
 EXPECTED_FILES = ["README.md", "config.json", "configuration_swinv2_hf.py", "kernels.py", "model.safetensors",
                   "modeling_swinv2_hf.py", "preprocessor_config.json"]  # fmt: skip
@@ -161,8 +161,8 @@ def test_fine_tunes_the_written_folder_at_a_larger_resolution_and_window(
     ])  # fmt: skip
     assert results["hyperparameters"]["layer decay"] == common.PRETRAINED_LAYER_DECAY
     config = SwinV2Config.from_pretrained(tmp_path / "transfer" / common.MODEL_FOLDER)
-    # 32 px, patch 2, window 4: maps of 16, 8 and 4, each attended in 4x4 windows; at 64 px, window 8.
-    assert (config.image_size, config.window_size, config.pretrained_window_sizes) == (64, 8, [4, 4, 4])
+    # 32 px, patch 4, window 4: maps of 8, 4 and 2, attended in 4x4, 4x4 and (clipped) 2x2 windows; at 64 px, window 8.
+    assert (config.image_size, config.window_size, config.pretrained_window_sizes) == (64, 8, [4, 4, 2])
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -262,7 +262,7 @@ def test_labels_outside_the_head_are_refused(tmp_path: Path) -> None:
 
 def test_resolution_off_the_grid_is_refused(tmp_path: Path) -> None:
     fails_cleanly(run_classification.main, ["--image_size", "36"], tmp_path / "out",
-                  "image_size 36 does not fit", "not a multiple of patch_size x 2**(stages - 1) = 8",
+                  "image_size 36 does not fit", "not a multiple of patch_size x 2**(stages - 1) = 16",
                   "--image_size 32 or 64")  # fmt: skip
     with pytest.raises(InputError, match="stage 1's 12x12 map is not a whole number of 8-windows"):
         common.check_resolution(SwinV2Config(image_size=48, patch_size=4, embed_dim=16, depths=(1, 1),
