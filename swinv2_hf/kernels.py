@@ -178,17 +178,65 @@ def linear(
         output = output if extra_bias is None else output + extra_bias
         return F.gelu(output) if gelu else output
     bias = layer.bias if extra_bias is None else extra_bias if layer.bias is None else layer.bias + extra_bias
-    if kernel == "onednn":
-        return _linear_through_onednn(hidden_states, layer.weight, bias, gelu)
-    output_dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else hidden_states.dtype
-    with torch.autocast("cpu", enabled=False):
-        operands = [tensor if tensor is None else tensor.float() for tensor in (hidden_states, layer.weight, bias)]
-        if onednn_computes(torch.float32):
-            output = _linear_through_onednn(*operands, gelu)
+    return _product(kernel, hidden_states, layer.weight, bias, gelu)
+
+
+def gelu_mlp(fc1: nn.Module, fc2: nn.Module, hidden_states: torch.Tensor, implementation: str = "auto") -> torch.Tensor:
+    """`fc2(GELU(fc1(hidden_states)))` with the exact GELU, the MLP of every block.
+
+    Without gradients the GELU is fused into fc1's GEMM. With gradients the 4C-wide activation between the two layers
+    is recomputed from fc1's output in backward instead of being stored: one GELU more per block, and 4C values per
+    token less to keep, 290 of SwinV2-T's 1280 MiB of saved activations at batch 8 (benchmarks/NOTES.md). Standard
+    autograd (`implementation="torch"`, tracing, exporting, autocast, a quantized fc2) stores it as usual.
+    """
+    parameters = (*fc1.parameters(), *fc2.parameters())
+    needs_grad = torch.is_grad_enabled() and (hidden_states.requires_grad or any(p.requires_grad for p in parameters))
+    standard = implementation == "torch" or type(fc2) is not nn.Linear or standard_ops_only()
+    if not needs_grad or standard or torch.is_autocast_enabled("cpu"):
+        return linear(fc2, linear(fc1, hidden_states, implementation, gelu=True), implementation)
+    hidden_states = linear(fc1, hidden_states, implementation)
+    kernel = linear_kernel(fc2, hidden_states, implementation)
+    return _GeluThenLinear.apply(hidden_states, fc2.weight, fc2.bias, kernel)
+
+
+class _GeluThenLinear(torch.autograd.Function):
+    """`linear(GELU(x))` that keeps x, not GELU(x), for backward, and recomputes GELU(x) there."""
+
+    @staticmethod
+    def forward(ctx, hidden_states: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, kernel: Kernel):
+        ctx.save_for_backward(hidden_states, weight)
+        ctx.kernel, ctx.has_bias = kernel, bias is not None
+        return _product(kernel, F.gelu(hidden_states), weight, bias)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple:
+        hidden_states, weight = ctx.saved_tensors
+        activated = F.gelu(hidden_states)
+        grad_activated = _product(ctx.kernel, grad, weight.t().contiguous(), None)
+        flat_grad, flat_activated = grad.reshape(-1, grad.shape[-1]), activated.reshape(-1, activated.shape[-1])
+        if ctx.kernel == "float32":  # half precision without a native GEMM: the products in float32
+            grad_weight = (flat_grad.t().float() @ flat_activated.float()).to(weight.dtype)
         else:
-            output = F.linear(*operands)
-            output = F.gelu(output) if gelu else output
-    return output.to(output_dtype)
+            grad_weight = flat_grad.t() @ flat_activated
+        grad_bias = flat_grad.sum(0) if ctx.has_bias else None
+        return torch.ops.aten.gelu_backward(grad_activated, hidden_states), grad_weight, grad_bias, None
+
+
+def _product(
+    kernel: Kernel, hidden_states: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool = False
+) -> torch.Tensor:
+    """The linear product (then GELU) with a kernel `linear_kernel` chose for a plain floating-point layer."""
+    if kernel == "onednn":
+        return _linear_through_onednn(hidden_states, weight, bias, gelu)
+    if kernel == "float32":
+        output_dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else hidden_states.dtype
+        with torch.autocast("cpu", enabled=False):
+            operands = [tensor if tensor is None else tensor.float() for tensor in (hidden_states, weight, bias)]
+            output = _product("onednn" if onednn_computes(torch.float32) else "torch", *operands, gelu)
+        return output.to(output_dtype)
+    output = F.linear(hidden_states, weight, bias)
+    return F.gelu(output) if gelu else output
 
 
 def _linear_through_onednn(
@@ -202,3 +250,68 @@ def _linear_through_onednn(
     if gelu and needs_grad:
         return F.gelu(op(hidden_states, weight, bias, False))
     return op(hidden_states, weight, bias, gelu)
+
+
+# The smallest norm a query or key is divided by (`F.normalize`'s eps, as the original uses).
+NORMALIZE_EPS = 1e-12
+
+
+def cosine_query_key(query_key: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Unit-length queries and keys times a per-head scale (cosine attention, paper eq. 2), written head-major.
+
+    Args:
+        query_key: (B, nW, N, 2, heads, head_dim), the query and key parts of the fused qkv projection (a view).
+        scale: (2, heads, 1): the clamped temperature for the queries, ones for the keys.
+        dtype: The attention core's dtype; the norms are computed in at least float32.
+
+    Returns:
+        (2, B, nW, heads, N, head_dim), contiguous, so that the attention kernels take queries and keys without a copy
+        of their own. One norm and one product over both halves, written straight into that layout: measured 4x
+        faster than normalising queries and keys apart and scaling the queries after. With gradients, backward
+        works from this output and the norms, so the qkv projection's output need not be kept (3C per token per
+        block); the gradient is that of `F.normalize`.
+    """
+    if torch.is_grad_enabled() and (query_key.requires_grad or scale.requires_grad) and not standard_ops_only():
+        return _CosineQueryKey.apply(query_key, scale, dtype)
+    return _scaled_unit_vectors(query_key, scale, dtype)[0]
+
+
+def _scaled_unit_vectors(
+    query_key: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(query_key / norm * scale in the (2, B, nW, heads, N, head_dim) layout, the clamped norms in that layout)."""
+    compute_dtype = torch.promote_types(query_key.dtype, torch.float32)
+    head_major = query_key.permute(3, 0, 1, 4, 2, 5).to(compute_dtype)
+    norms = torch.linalg.vector_norm(head_major, dim=-1, keepdim=True).clamp_min(NORMALIZE_EPS)
+    factors = scale.to(compute_dtype).view(2, 1, 1, -1, 1, 1) / norms
+    if standard_ops_only():  # a traced graph holds no out= ops
+        return (head_major * factors).to(dtype).contiguous(), norms
+    output = torch.empty(head_major.shape, dtype=compute_dtype, device=head_major.device)
+    torch.mul(head_major, factors, out=output)
+    return output.to(dtype), norms
+
+
+class _CosineQueryKey(torch.autograd.Function):
+    """`cosine_query_key` with a backward from its output and norms."""
+
+    @staticmethod
+    def forward(ctx, query_key: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        output, norms = _scaled_unit_vectors(query_key, scale, dtype)
+        ctx.save_for_backward(output, norms, scale)
+        ctx.input_dtype = query_key.dtype
+        return output
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple:
+        output, norms, scale = ctx.saved_tensors
+        grad, output = grad.to(norms.dtype), output.to(norms.dtype)
+        per_head = scale.to(norms.dtype).view(2, 1, 1, -1, 1, 1)
+        # With y = s x / |x| (s the head's scale): dL/dx = (s / |x|) g - y (y . g) / (s |x|), and dL/ds = (y . g) / s.
+        # Only the last factor spans the vectors, so the full-size work is two products and one fused update. Where
+        # the norm was clamped to eps, y = s x / eps and the radial term vanishes.
+        dot = (output * grad).sum(-1, keepdim=True)
+        radial = torch.where(norms > NORMALIZE_EPS, dot / (per_head * norms), 0.0)
+        grad_input = (grad * (per_head / norms)).addcmul_(output, radial, value=-1.0)
+        grad_scale = (dot / per_head).sum(dim=(1, 2, 4)).to(scale.dtype)  # (2, heads, 1)
+        return grad_input.permute(1, 2, 4, 0, 3, 5).to(ctx.input_dtype), grad_scale, None

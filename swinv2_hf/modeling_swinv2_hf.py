@@ -42,7 +42,7 @@ from safetensors import safe_open
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, ModelOutput, cached_file, logging
 
 from .configuration_swinv2_hf import SwinV2Config, to_pair
-from .kernels import linear
+from .kernels import cosine_query_key, gelu_mlp, linear
 
 logger = logging.get_logger(__name__)
 
@@ -58,8 +58,6 @@ SHIFT_MASK_FILL = -100.0
 # Fill for keys that exist only as padding: far below any cosine logit (at most 100) plus bias (at most 16), and
 # finite so that windows made only of padding stay NaN-free.
 PADDING_MASK_FILL = -1.0e4
-# The smallest norm a query or key is divided by (`F.normalize`'s eps, as the original uses).
-NORMALIZE_EPS = 1e-12
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -422,8 +420,11 @@ class SwinV2WindowAttention(nn.Module):
         qkv = linear(self.qkv, hidden_states, self.config.linear_implementation, extra_bias=qkv_bias)
         qkv = qkv.view(batch, num_windows, tokens, 3, self.num_heads, -1)
         dtype = attention_dtype(qkv)
-        query, key = self._cosine_query_key(qkv, dtype).permute(3, 0, 1, 4, 2, 5).unbind(0)  # (B, nW, heads, N, hd)
-        value = qkv[:, :, :, 2].transpose(2, 3).to(dtype)
+        temperature = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp().view(1, -1, 1)
+        scale = torch.cat((temperature, torch.ones_like(temperature)))  # (2, heads, 1): keys keep unit length
+        query, key = cosine_query_key(qkv[:, :, :, :2], scale, dtype).unbind(0)  # (B, nW, heads, N, hd) each
+        # A copy of its own, so that nothing keeps the whole qkv output alive for backward.
+        value = qkv[:, :, :, 2].transpose(2, 3).to(dtype, memory_format=torch.contiguous_format)
         bias = self.position_bias(window).to(torch.promote_types(dtype, torch.float32))
 
         # On CPU autocast would cast the float32 core back to half precision.
@@ -449,7 +450,13 @@ class SwinV2WindowAttention(nn.Module):
         (B*nW, heads, N, N).
         """
         num_windows = query.shape[1]
-        implementation = "eager" if output_attentions else self.config._attn_implementation
+        implementation = self.config._attn_implementation
+        # SDPA's fused CPU kernel does not differentiate an additive mask: with a trainable position bias it runs its
+        # math path, which measured slower and larger than the explicit one (SwinV2-T training step, batch 8, Zen 3:
+        # 4.30 s / 1017 MiB against 3.94 s / 909 MiB; benchmarks/NOTES.md).
+        trains_bias = bias.requires_grad and torch.is_grad_enabled() and bias.device.type == "cpu"
+        if output_attentions or trains_bias:
+            implementation = "eager"
         chunk = self.config.attention_chunk_size or num_windows
         contexts, probabilities = [], []
         for start in range(0, num_windows, chunk):
@@ -464,20 +471,6 @@ class SwinV2WindowAttention(nn.Module):
         context = contexts[0] if len(contexts) == 1 else torch.cat(contexts, dim=1)
         attentions = torch.cat(probabilities, dim=1).flatten(0, 1) if output_attentions else None
         return context, attentions
-
-    def _cosine_query_key(self, qkv: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """Unit-length queries and keys, the queries times the clamped per-head temperature (cosine attention, paper
-        eq. 2): (B, nW, N, 2, heads, head_dim) from the fused projection's (B, nW, N, 3, heads, head_dim).
-
-        One norm and one product over both halves, in at least float32: measured 4x faster than normalising query and
-        key apart and scaling the queries after (three passes over the queries, two over the keys).
-        """
-        compute_dtype = torch.promote_types(qkv.dtype, torch.float32)
-        query_key = qkv[:, :, :, :2].to(compute_dtype)
-        temperature = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp().to(compute_dtype).view(1, -1, 1)
-        scale = torch.cat((temperature, torch.ones_like(temperature)))  # (2, heads, 1): keys keep unit length
-        norms = torch.linalg.vector_norm(query_key, dim=-1, keepdim=True).clamp_min(NORMALIZE_EPS)
-        return (query_key * (scale / norms)).to(dtype)
 
     def _eager(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | None
@@ -520,17 +513,16 @@ class SwinV2Mlp(nn.Module):
         self.config = config
         self.fc1 = nn.Linear(dim, hidden)
         self.activation = ACT2FN[config.hidden_act]
-        # The exact (erf) GELU fuses into the first GEMM; any other activation runs after it.
-        self.fused_gelu = config.hidden_act == "gelu"
+        # The exact (erf) GELU fuses into the first GEMM and is recomputed in backward (kernels.gelu_mlp).
+        self.exact_gelu = config.hidden_act == "gelu"
         self.fc2 = nn.Linear(hidden, dim)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         implementation = self.config.linear_implementation
-        if self.fused_gelu:
-            hidden_states = linear(self.fc1, hidden_states, implementation, gelu=True)
-        else:
-            hidden_states = self.activation(linear(self.fc1, hidden_states, implementation))
+        if self.exact_gelu and not (self.training and self.dropout.p > 0):
+            return gelu_mlp(self.fc1, self.fc2, hidden_states, implementation)
+        hidden_states = self.activation(linear(self.fc1, hidden_states, implementation))
         return self.dropout(linear(self.fc2, self.dropout(hidden_states), implementation))
 
 
