@@ -2,27 +2,27 @@
 
 Builds transformers' Swinv2ForImageClassification with random weights and ours from the same state dict (through the
 conversion code), checks that they agree, then times both A B A B ... after a warm-up:
-- inference (eval, no grad) at each batch size, in float32 and under bfloat16 autocast;
-- compiled inference (`torch.compile`, fullgraph for ours) with --compile;
+- inference (eval, no grad) at each batch size: float32, bfloat16 autocast and bfloat16 weights;
+- with --compile, `torch.compile` of both (fullgraph for ours), and ours compiled against transformers in eager;
 - a training step (forward, cross-entropy, backward, AdamW) at the largest batch;
-- the peak memory of that training step, each model alone in a fresh process (the high-water mark of resident memory
-  on CPU, `max_memory_allocated` on CUDA);
+- the peak memory of that training step (timing.peak_memory_mib: the allocator's peak, the same figure on every run);
 and reports achieved GFLOP/s (FLOPs counted on the meta device) against a float32 matmul ceiling measured in the same
-run (torch.mm at 2048^3, and oneDNN's GEMM on CPU). Writes results.json, results.md and results.png.
+run (torch.mm at 2048^3, and oneDNN's GEMM on CPU). Results depend on the CPU, so they are kept per CPU kind: the run
+records the CPU's features (AVX2, AVX-512, AVX512-BF16, AMX, VNNI) and writes `<kind>.json`, `<kind>.md` and
+`<kind>.png`, e.g. `amd-avx2` or `amd-avx512-bf16`.
 
     python benchmarks/run.py [--size tiny] [--resolution 256] [--window 8] [--batch-sizes 1 8] [--compile]
-                             [--device cpu] [--repeats 10] [--output-dir benchmarks/results]
+                             [--dtypes float32 bfloat16 bfloat16-weights] [--device cpu] [--repeats 10]
+                             [--output-dir benchmarks/results]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
-import statistics
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,6 +39,10 @@ from swinv2_hf.model_card import count_parameters_and_flops
 AGREEMENT_ATOL = 1e-3  # float32 logits of random 1000-class heads; parity proper is in tests/
 CEILING_SIZE = 2048
 MODELS = ("transformers", "swinv2_hf")
+DTYPES = ("float32", "bfloat16", "bfloat16-weights")  # bfloat16 = autocast over float32 weights
+# /proc/cpuinfo flags -> the feature names the results show.
+CPU_FEATURES = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_bf16": "AVX512-BF16", "amx_tile": "AMX",
+                "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI"}  # fmt: skip
 
 
 @dataclass
@@ -62,14 +66,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--window", type=int, default=8)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
+    parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=DTYPES)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of both (minutes on CPU)")
     parser.add_argument("--no-training", action="store_true", help="skip the training step and its memory")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--output-dir", type=Path, default=Path(__file__).parent / "results")
-    parser.add_argument("--memory-probe", choices=MODELS, help=argparse.SUPPRESS)  # the per-model subprocess
     return parser.parse_args(argv)
 
 
@@ -99,7 +102,9 @@ def check_agreement(models: dict[str, torch.nn.Module], pixels: torch.Tensor) ->
 
 
 def inference(model: torch.nn.Module, pixels: torch.Tensor, dtype: str) -> Callable[[], object]:
+    """Eval-mode forward without gradients; "bfloat16-weights" expects the model already cast."""
     autocast = torch.autocast(pixels.device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+    pixels = pixels.to(torch.bfloat16) if dtype == "bfloat16-weights" else pixels
 
     def call() -> object:
         with torch.no_grad(), autocast:
@@ -142,29 +147,40 @@ def row(scenario: str, timings: dict[str, Timing], flops: float | None = None) -
                transformers_gflops=gflops["transformers"] and round(gflops["transformers"], 1))  # fmt: skip
 
 
-MEMORY_PROBES = 3  # the resident high-water mark moves with the allocator's mood: median of fresh processes
+def cpu_description() -> dict:
+    """The CPU's name, vendor, family/model and the features that decide its kernels."""
+    info: dict[str, str] = {}
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip(), value.strip())
+    flags = set(info.get("flags", "").split())
+    return {
+        "name": info.get("model name", platform.processor()),
+        "vendor": {"AuthenticAMD": "amd", "GenuineIntel": "intel"}.get(info.get("vendor_id", ""), platform.machine()),
+        "family_model": f"{info.get('cpu family', '?')}/{info.get('model', '?')}",
+        "features": [name for flag, name in CPU_FEATURES.items() if flag in flags],
+        "torch_capability": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+    }
 
 
-def peak_training_memory(args: argparse.Namespace, model_name: str) -> dict[str, float]:
-    """MiB above the set-up of one training step of `model_name`, each measured alone in a fresh process: the median
-    and the range of `MEMORY_PROBES` processes."""
-    command = [sys.executable, __file__, "--memory-probe", model_name, "--size", args.size, "--resolution",
-               str(args.resolution), "--window", str(args.window), "--batch-sizes", str(max(args.batch_sizes)),
-               "--device", args.device]  # fmt: skip
-    probes = []
-    for _ in range(MEMORY_PROBES):
-        done = subprocess.run(command, capture_output=True, text=True, check=True)
-        probes.append(float(done.stdout.strip().splitlines()[-1]))
-    return {"median": round(statistics.median(probes), 1), "min": round(min(probes), 1), "max": round(max(probes), 1)}
+def cpu_kind(cpu: dict) -> str:
+    """A file name for the CPU kind: vendor and the richest of AMX, AVX512-BF16, AVX-512, AVX2."""
+    for feature in ("AMX", "AVX512-BF16", "AVX-512", "AVX2"):
+        if feature in cpu["features"]:
+            return f"{cpu['vendor']}-{feature.lower().replace('-', '')}".replace("avx512bf16", "avx512-bf16")
+    return f"{cpu['vendor']}-baseline"
 
 
-def memory_probe(args: argparse.Namespace) -> None:
-    """Runs in the subprocess: set up the model, input and optimizer, then the peak of two training steps above that
-    (activations, gradients and the optimizer's state, the same for both models)."""
-    model = build_models(args)[args.memory_probe].train()
-    pixels = torch.randn(max(args.batch_sizes), 3, args.resolution, args.resolution, device=args.device)
-    step = training_step(model, pixels)
-    print(peak_memory_mib(lambda: (step(), step()), torch.device(args.device)))
+def training_memory(models: dict[str, torch.nn.Module], pixels: torch.Tensor) -> dict[str, float]:
+    """Peak memory of one training step of each model, after a first step has created the optimiser's state: the
+    activations, gradients and temporaries."""
+    memory = {}
+    for name, model in models.items():
+        step = training_step(model.train(), pixels)
+        step()
+        memory[name] = round(peak_memory_mib(step, pixels.device), 1)
+    return memory
 
 
 def run_benchmarks(args: argparse.Namespace) -> dict:
@@ -172,37 +188,43 @@ def run_benchmarks(args: argparse.Namespace) -> dict:
     models = build_models(args)
     pixels = {batch: torch.randn(batch, 3, args.resolution, args.resolution, device=device) for batch in args.batch_sizes}
     difference = check_agreement(models, pixels[min(args.batch_sizes)])
-    ours_config = models["swinv2_hf"].config
-    _, flops_per_image = count_parameters_and_flops(ours_config, "SwinV2ForImageClassification")
+    _, flops_per_image = count_parameters_and_flops(models["swinv2_hf"].config, "SwinV2ForImageClassification")
     flops_per_image *= 2  # multiply-adds -> FLOPs
+    largest = max(args.batch_sizes)
     rows = []
-    for dtype in args.dtypes:
-        for batch in args.batch_sizes:
-            calls = {name: inference(model.eval(), pixels[batch], dtype) for name, model in models.items()}
-            timings = interleaved(calls, args.repeats, args.warmup, device)
-            rows.append(row(f"inference {dtype} batch {batch}", timings, flops_per_image * batch))
+
+    def measure(scenario: str, calls: dict[str, Callable[[], object]], flops: float, repeats: int) -> None:
+        """Time `calls` interleaved; a row of swinv2_hf against each transformers contender (the first is the
+        scenario's own, a second one is transformers in eager)."""
+        timings = interleaved(calls, repeats, args.warmup, device)
+        for index, baseline in enumerate(name for name in calls if name.startswith("transformers")):
+            label = f"{scenario}, against transformers in eager" if index else scenario
+            rows.append(row(label, {"transformers": timings[baseline], "swinv2_hf": timings["swinv2_hf"]}, flops))
             print(rows[-1], flush=True)
+
+    for dtype in args.dtypes:
+        cast = {name: copy.deepcopy(model).to(torch.bfloat16) if dtype == "bfloat16-weights" else model
+                for name, model in models.items()}  # fmt: skip
+        for batch in args.batch_sizes:
+            calls = {name: inference(model.eval(), pixels[batch], dtype) for name, model in cast.items()}
+            measure(f"inference {dtype} batch {batch}", calls, flops_per_image * batch, args.repeats)
     if args.compile:
-        batch = max(args.batch_sizes)
-        compiled = {
-            "transformers": torch.compile(models["transformers"]),
-            "swinv2_hf": torch.compile(models["swinv2_hf"], fullgraph=True),
+        calls = {
+            "transformers_compiled": inference(torch.compile(models["transformers"]), pixels[largest], "float32"),
+            "transformers": inference(models["transformers"], pixels[largest], "float32"),
+            "swinv2_hf": inference(torch.compile(models["swinv2_hf"], fullgraph=True), pixels[largest], "float32"),
         }
-        calls = {name: inference(model, pixels[batch], "float32") for name, model in compiled.items()}
-        timings = interleaved(calls, args.repeats, args.warmup, device)
-        rows.append(row(f"inference float32 batch {batch}, compiled", timings, flops_per_image * batch))
-        print(rows[-1], flush=True)
+        measure(f"inference float32 batch {largest}, compiled", calls, flops_per_image * largest, args.repeats)
     memory = {}
     if not args.no_training:
-        batch = max(args.batch_sizes)
-        calls = {name: training_step(model.train(), pixels[batch]) for name, model in models.items()}
-        timings = interleaved(calls, max(3, args.repeats // 2), args.warmup, device)
-        rows.append(row(f"training step float32 batch {batch}", timings, 3 * flops_per_image * batch))
-        print(rows[-1], flush=True)
-        memory = {name: peak_training_memory(args, name) for name in MODELS}
+        calls = {name: training_step(model.train(), pixels[largest]) for name, model in models.items()}
+        measure(f"training step float32 batch {largest}", calls, 3 * flops_per_image * largest,
+                max(3, args.repeats // 2))
+        memory = training_memory(models, pixels[largest])
         print("peak training-step memory (MiB):", memory, flush=True)
     return {
         "machine": machine_description(device),
+        "cpu": cpu_description() if device.type == "cpu" else None,
         "model": f"SwinV2-{args.size[0].upper()} {args.resolution}px window {args.window}",
         "flops_per_image": flops_per_image,
         "max_logit_difference": difference,
@@ -215,9 +237,9 @@ def run_benchmarks(args: argparse.Namespace) -> dict:
 def machine_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    model_name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                       if line.startswith("model name")), platform.processor())  # fmt: skip
-    return f"{model_name}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    cpu = cpu_description()
+    return (f"{cpu['name']} (family/model {cpu['family_model']}; {', '.join(cpu['features']) or 'no AVX2'}), "
+            f"{os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}")
 
 
 def markdown(results: dict) -> str:
@@ -238,10 +260,11 @@ def markdown(results: dict) -> str:
         )
     ceilings = ", ".join(f"{name} {value} GFLOP/s" for name, value in results["matmul_ceiling_gflops"].items())
     lines += ["", f"float32 matmul ceiling ({CEILING_SIZE}^3) measured in the same run: {ceilings}."]
-    if results["peak_training_memory_mib"]:
-        memory = {name: f"{m['median']} MiB ({m['min']}-{m['max']})" for name, m in results["peak_training_memory_mib"].items()}
-        lines.append(f"Peak memory of two training steps above their set-up, each model alone in a fresh process (median "
-                     f"of {MEMORY_PROBES}): transformers {memory['transformers']}, swinv2_hf {memory['swinv2_hf']}.")
+    memory = results["peak_training_memory_mib"]
+    if memory:
+        lines.append(f"Peak memory of a training step (the allocator's peak, identical across runs): transformers "
+                     f"{memory['transformers']} MiB, swinv2_hf {memory['swinv2_hf']} MiB "
+                     f"({memory['swinv2_hf'] / memory['transformers']:.2f}x).")
     return "\n".join(lines) + "\n"
 
 
@@ -266,15 +289,13 @@ def bar_chart(results: dict, path: Path) -> None:
 
 def main() -> None:
     args = parse_args()
-    if args.memory_probe:
-        memory_probe(args)
-        return
     results = run_benchmarks(args)
+    kind = cpu_kind(results["cpu"]) if results["cpu"] else torch.cuda.get_device_name().lower().replace(" ", "-")
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    (args.output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.output_dir / f"{kind}.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
-    (args.output_dir / "results.md").write_text(table)
-    bar_chart(results, args.output_dir / "results.png")
+    (args.output_dir / f"{kind}.md").write_text(table)
+    bar_chart(results, args.output_dir / f"{kind}.png")
     print(table)
 
 

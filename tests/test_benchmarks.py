@@ -15,16 +15,21 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
 
 @pytest.mark.slow
 def test_benchmark_script_writes_its_reports(tmp_path: Path) -> None:
-    arguments = ["--resolution", "64", "--window", "4", "--batch-sizes", "1", "2", "--dtypes", "float32",
+    arguments = ["--resolution", "64", "--window", "4", "--batch-sizes", "1", "2", "--dtypes", "float32", "bfloat16-weights",
                  "--repeats", "1", "--warmup", "0", "--output-dir", str(tmp_path)]  # fmt: skip
     done = subprocess.run([sys.executable, str(SCRIPT), *arguments], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads((tmp_path / "results.json").read_text())
+    written = sorted(path.name for path in tmp_path.iterdir())
+    assert len(written) == 3 and {Path(name).suffix for name in written} == {".json", ".md", ".png"}
+    kind = Path(written[0]).stem
+    results = json.loads((tmp_path / f"{kind}.json").read_text())
+    assert kind.startswith(results["cpu"]["vendor"]) and "AVX2" in results["cpu"]["features"]
     assert results["max_logit_difference"] < 1e-4
     scenarios = [row["scenario"] for row in results["rows"]]
-    assert scenarios == ["inference float32 batch 1", "inference float32 batch 2", "training step float32 batch 2"]
+    assert scenarios == ["inference float32 batch 1", "inference float32 batch 2", "inference bfloat16-weights batch 1",
+                         "inference bfloat16-weights batch 2", "training step float32 batch 2"]  # fmt: skip
     assert all(row["transformers_ms"] > 0 and row["swinv2_hf_ms"] > 0 for row in results["rows"])
-    assert set(results["peak_training_memory_mib"]) == {"transformers", "swinv2_hf"}
+    assert all(results["peak_training_memory_mib"][name] > 0 for name in ("transformers", "swinv2_hf"))
     assert set(results["matmul_ceiling_gflops"]) == {"torch.mm", "oneDNN"}
-    assert "| scenario |" in (tmp_path / "results.md").read_text()
-    assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| scenario |" in (tmp_path / f"{kind}.md").read_text()
+    assert (tmp_path / f"{kind}.png").read_bytes()[:4] == b"\x89PNG"
