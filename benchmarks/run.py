@@ -186,7 +186,8 @@ def training_memory(models: dict[str, torch.nn.Module], pixels: torch.Tensor) ->
 def run_benchmarks(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     models = build_models(args)
-    pixels = {batch: torch.randn(batch, 3, args.resolution, args.resolution, device=device) for batch in args.batch_sizes}
+    pixels = {batch: torch.randn(batch, 3, args.resolution, args.resolution, device=device)
+              for batch in args.batch_sizes}  # fmt: skip
     difference = check_agreement(models, pixels[min(args.batch_sizes)])
     _, flops_per_image = count_parameters_and_flops(models["swinv2_hf"].config, "SwinV2ForImageClassification")
     flops_per_image *= 2  # multiply-adds -> FLOPs
@@ -245,8 +246,8 @@ def machine_description(device: torch.device) -> str:
 def markdown(results: dict) -> str:
     lines = [
         f"{results['model']} on {results['machine']}; same weights (max logit difference "
-        f"{results['max_logit_difference']:.1e}); medians of interleaved runs (min-max); speed-up = transformers' time / "
-        "ours (range over the interleaved pairs).",
+        f"{results['max_logit_difference']:.1e}); medians of interleaved runs (min-max); speed-up = transformers' "
+        "time / ours (range over the interleaved pairs).",
         "",
         "| scenario | transformers | swinv2_hf | speed-up | GFLOP/s (theirs / ours) |",
         "|---|---|---|---|---|",

@@ -1,28 +1,31 @@
-"""Which kernel computes SwinV2's linear layers, chosen per call from the device, the dtype and the mode.
+"""How SwinV2's work reaches the CPU: the kernel of each linear layer, chosen per call from the device, the dtype and
+the mode, and the memory-saving forms of the MLP and the cosine attention. The modeling file says what is computed
+(the paper's formulas); this file says with which kernels.
 
-The model's linear layers are plain `nn.Linear` modules. `linear(layer, x, implementation)` runs one of them with:
+Linear layers are plain `nn.Linear` modules. `linear(layer, x, implementation)` runs one with:
 - `"onednn"`: oneDNN's GEMM (`torch.ops.mkldnn._linear_pointwise`) through the custom op `swinv2_hf::onednn_linear`,
   which fuses the bias and the exact GELU, has a backward, and stays one kernel under `torch.compile`;
-- `"float32"`: for bfloat16/float16 tensors on a CPU that has no native half-precision GEMM: the product in float32,
+- `"float32"`: for bfloat16/float16 tensors on a CPU without a native half-precision GEMM: the product in float32,
   rounded back to the input's dtype (more exact than the emulated half-precision GEMM, and 10-30x faster);
 - `"torch"`: the layer's own forward (`F.linear`), the standard op.
 
 `config.linear_implementation` switches it: `"auto"` (default) applies the rule below, `"onednn"` takes oneDNN
-wherever it can compute the call, `"torch"` never leaves standard PyTorch. The rule, from the measurements in
-benchmarks/NOTES.md (SwinV2-T 256 px, batch 8, 2 threads):
-- float32 on CPU: oneDNN with AVX-512 (whole model 1.6x faster than with `F.linear` on an AMD EPYC Zen 4). With
-  AVX2 only (Zen 3) oneDNN is 1.0-1.5x MKL's speed on products above 1 GFLOP but 0.55-0.9x below 0.1 GFLOP, so there
-  it takes the products of at least `AVX2_ONEDNN_MIN_FLOPS` and MKL (`F.linear`) the smaller ones.
-- bfloat16/float16 weights on CPU: oneDNN where the CPU computes that dtype natively (AVX512-BF16, AMX, AVX512-FP16:
-  `torch.ops.mkldnn._is_mkldnn_bf16_supported()`); elsewhere oneDNN cannot even create the primitive and `F.linear`
+wherever it can compute the call, `"torch"` stays with standard PyTorch and standard autograd. The rule, from the
+measurements in benchmarks/NOTES.md (SwinV2-T 256 px, 2 threads):
+- float32 on an x86 CPU: oneDNN with AVX-512 (whole model 1.6x faster than with `F.linear` on an AMD EPYC Zen 4).
+  With AVX2 only (Zen 3) oneDNN is 1.0-1.5x MKL's speed above 1 GFLOP per product but 0.55-0.9x below 0.1 GFLOP, so
+  there it takes the products of at least `AVX2_ONEDNN_MIN_FLOPS` and MKL (`F.linear`) the smaller ones.
+- bfloat16/float16 weights: oneDNN where the CPU computes that dtype natively (AVX512-BF16, AMX, AVX512-FP16:
+  `torch.ops.mkldnn._is_mkldnn_bf16_supported()`); elsewhere oneDNN cannot create the primitive and `F.linear`
   emulates the type at 6-18 GFLOP/s against 100-140 in float32 (Zen 3), so the product runs in float32.
-- under autocast: the same half-precision rule on the autocast dtype (native: autocast's own bf16 GEMM; otherwise
-  float32 with the output in the autocast dtype, as autocast promises).
-- standard ops only while tracing or exporting (TorchScript, `torch.export`, both ONNX exporters, FX), for a layer that
-  is not a plain floating-point `nn.Linear` (a quantized one), on other devices and in float64.
+- under autocast: the same half-precision rule on the autocast dtype (native: autocast's own GEMM; otherwise float32
+  with the output in the autocast dtype, as autocast promises).
+- standard ops while tracing or exporting (TorchScript, `torch.export`, both ONNX exporters, FX), for a layer that is
+  not a plain floating-point `nn.Linear` (a quantized one), on other devices, other CPU architectures, in float64.
 
-This file imports only torch, transformers and the configuration so that it ships as Hub remote code next to the modeling file. Nothing
-here fails at import: a private op that is missing or has another signature disables oneDNN with one log line.
+This file imports only torch, transformers and the configuration so that it ships as Hub remote code next to the
+modeling file. Nothing fails at import: a private op that is missing or has another signature disables oneDNN with
+one log line.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ HALF_DTYPES = (torch.bfloat16, torch.float16)
 # "auto" takes oneDNN only on the CPUs it was measured on (benchmarks/NOTES.md): x86-64 (AMD EPYC Zen 3 and Zen 4).
 MEASURED_MACHINES = ("x86_64", "amd64")
 MACHINE = platform.machine().lower()
+# Rows a CPU forward without gradients gives the linear layers at once where it may choose (`cache_sized_chunk`).
+CHUNK_ROWS = 4096
 # Below this many FLOPs (2*M*K*N) a float32 product runs faster through MKL than through oneDNN without AVX-512:
 # 0.55-0.9x at 3-75 MFLOP, 0.9-1.15x around 0.1-1 GFLOP, 1.0-1.5x above (AMD EPYC Zen 3, benchmarks/NOTES.md). With
 # AVX-512 oneDNN measured faster at every SwinV2 shape (Zen 4), so it has no threshold.
@@ -75,7 +80,8 @@ def _native_half_support(dtype: torch.dtype) -> bool:
 
 
 def _onednn_forward(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(input, weight, bias, "gelu" if gelu else "none", [], "none" if gelu else "")
+    attribute, algorithm = ("gelu", "none") if gelu else ("none", "")
+    return torch.ops.mkldnn._linear_pointwise(input, weight, bias, attribute, [], algorithm)
 
 
 def _onednn_fake(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool) -> torch.Tensor:
@@ -156,6 +162,23 @@ def linear_kernel(layer: nn.Module, hidden_states: torch.Tensor, implementation:
     return "onednn" if implementation == "onednn" or CPU_CAPABILITY == "AVX512" or large else "torch"
 
 
+def cache_sized_chunk(hidden_states: torch.Tensor, rows_per_item: int) -> int:
+    """How many items (windows, tokens) along a dimension a CPU forward without gradients processes at once, each
+    item spanning `rows_per_item` rows of the linear layers; all of them (one pass) elsewhere.
+
+    `CHUNK_ROWS` rows keep a block's wide intermediates (qkv: 3C per row, the MLP's hidden layer: 4C) in the CPU's
+    caches and under glibc's 32 MiB mmap threshold, whose page faults cost about 0.5 ms per MiB on the measured
+    machines; SwinV2-T's first stage at batch 8 otherwise makes 38-50 MiB of them per block (benchmarks/NOTES.md).
+    Not while tracing or exporting, where the number of chunks would be fixed in the graph.
+    """
+    items = hidden_states.shape[1]
+    if hidden_states.device.type != "cpu" or torch.is_grad_enabled() or standard_ops_only():
+        return items
+    if torch.compiler.is_compiling():  # inductor plans and reuses its own buffers
+        return items
+    return max(1, min(items, CHUNK_ROWS // max(rows_per_item, 1)))
+
+
 def linear(
     layer: nn.Module,
     hidden_states: torch.Tensor,
@@ -193,7 +216,11 @@ def gelu_mlp(fc1: nn.Module, fc2: nn.Module, hidden_states: torch.Tensor, implem
     needs_grad = torch.is_grad_enabled() and (hidden_states.requires_grad or any(p.requires_grad for p in parameters))
     standard = implementation == "torch" or type(fc2) is not nn.Linear or standard_ops_only()
     if not needs_grad or standard or torch.is_autocast_enabled("cpu"):
-        return linear(fc2, linear(fc1, hidden_states, implementation, gelu=True), implementation)
+        rows = hidden_states.reshape(1, -1, hidden_states.shape[-1])
+        chunk = cache_sized_chunk(rows, rows_per_item=1)
+        outputs = [linear(fc2, linear(fc1, rows[:, start : start + chunk], implementation, gelu=True), implementation)
+                   for start in range(0, rows.shape[1], chunk)]  # fmt: skip
+        return (outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)).view(*hidden_states.shape[:-1], -1)
     hidden_states = linear(fc1, hidden_states, implementation)
     kernel = linear_kernel(fc2, hidden_states, implementation)
     return _GeluThenLinear.apply(hidden_states, fc2.weight, fc2.bias, kernel)

@@ -17,7 +17,8 @@ these deliberate differences, where the original wins over transformers:
 Beyond both: fused qkv projection, an SDPA path, a cached position bias in inference, chunked window attention and
 the extra main-branch LayerNorm of SwinV2-H/G.
 
-This file imports only torch, transformers and its configuration so that it ships as Hub remote code.
+This file imports only torch, transformers, its configuration and `kernels.py` (which kernel computes each step on
+the machine at hand) so that they ship together as Hub remote code.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from safetensors import safe_open
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, ModelOutput, cached_file, logging
 
 from .configuration_swinv2_hf import SwinV2Config, to_pair
-from .kernels import cosine_query_key, gelu_mlp, linear
+from .kernels import cache_sized_chunk, cosine_query_key, gelu_mlp, linear
 
 logger = logging.get_logger(__name__)
 
@@ -413,6 +414,22 @@ class SwinV2WindowAttention(nn.Module):
             mask: None or additive (B or 1, num_windows, N, N): shift regions and padding keys.
             output_attentions: Also return the probabilities (B*num_windows, heads, N, N); uses the eager kernel.
         """
+        batch, num_windows, tokens, _ = hidden_states.shape
+        chunk = self.config.attention_chunk_size or cache_sized_chunk(hidden_states, rows_per_item=batch * tokens)
+        bias = self.position_bias(window)
+        parts = [slice(start, start + chunk) for start in range(0, num_windows, chunk)]
+        results = [self._attend(hidden_states[:, part], bias, None if mask is None else mask[:, part], output_attentions)
+                   for part in parts]  # fmt: skip
+        output = results[0][0] if len(results) == 1 else torch.cat([result[0] for result in results], dim=1)
+        attentions = torch.cat([result[1] for result in results], dim=1).flatten(0, 1) if output_attentions else None
+        return output, attentions
+
+    def _attend(
+        self, hidden_states: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attention of (B, nW, N, C) windows: fused qkv projection, cosine attention with the position `bias` and the
+        additive `mask`, output projection. Returns the output and, with `output_attentions`, the probabilities
+        (B, nW, heads, N, N)."""
         batch, num_windows, tokens, channels = hidden_states.shape
         qkv_bias = None
         if self.q_bias is not None:
@@ -425,52 +442,23 @@ class SwinV2WindowAttention(nn.Module):
         query, key = cosine_query_key(qkv[:, :, :, :2], scale, dtype).unbind(0)  # (B, nW, heads, N, hd) each
         # A copy of its own, so that nothing keeps the whole qkv output alive for backward.
         value = qkv[:, :, :, 2].transpose(2, 3).to(dtype, memory_format=torch.contiguous_format)
-        bias = self.position_bias(window).to(torch.promote_types(dtype, torch.float32))
+        bias = bias.to(torch.promote_types(dtype, torch.float32))
 
-        # On CPU autocast would cast the float32 core back to half precision.
-        precision = autocast_disabled(qkv.device) if qkv.device.type == "cpu" else contextlib.nullcontext()
-        with precision:
-            context, probabilities = self._attend(query, key, value, bias, mask, output_attentions)
-        context = context.transpose(2, 3).reshape(batch, num_windows, tokens, channels).to(hidden_states.dtype)
-        output = self.projection_dropout(linear(self.projection, context, self.config.linear_implementation))
-        return output, probabilities
-
-    def _attend(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        bias: torch.Tensor,
-        mask: torch.Tensor | None,
-        output_attentions: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Softmax attention of (B, nW, heads, N, head_dim) inputs, `attention_chunk_size` windows at a time.
-
-        Returns the context (B, nW, heads, N, head_dim) and, with `output_attentions`, the probabilities
-        (B*nW, heads, N, N).
-        """
-        num_windows = query.shape[1]
         implementation = self.config._attn_implementation
         # SDPA's fused CPU kernel does not differentiate an additive mask: with a trainable position bias it runs its
         # math path, which measured slower and larger than the explicit one (SwinV2-T training step, batch 8, Zen 3:
         # 4.30 s / 1017 MiB against 3.94 s / 909 MiB; benchmarks/NOTES.md).
-        trains_bias = bias.requires_grad and torch.is_grad_enabled() and bias.device.type == "cpu"
-        if output_attentions or trains_bias:
-            implementation = "eager"
-        chunk = self.config.attention_chunk_size or num_windows
-        contexts, probabilities = [], []
-        for start in range(0, num_windows, chunk):
-            part = slice(start, start + chunk)
-            part_mask = None if mask is None else mask[:, part]
-            if implementation == "sdpa":
-                context = self._sdpa(query[:, part], key[:, part], value[:, part], bias, part_mask)
+        trains_bias = self.training and torch.is_grad_enabled() and bias.requires_grad and bias.device.type == "cpu"
+        # On CPU autocast would cast the float32 core back to half precision.
+        precision = autocast_disabled(qkv.device) if qkv.device.type == "cpu" else contextlib.nullcontext()
+        with precision:
+            if output_attentions or trains_bias or implementation != "sdpa":
+                context, probabilities = self._eager(query, key, value, bias, mask)
             else:
-                context, probs = self._eager(query[:, part], key[:, part], value[:, part], bias, part_mask)
-                probabilities.append(probs)
-            contexts.append(context)
-        context = contexts[0] if len(contexts) == 1 else torch.cat(contexts, dim=1)
-        attentions = torch.cat(probabilities, dim=1).flatten(0, 1) if output_attentions else None
-        return context, attentions
+                context, probabilities = self._sdpa(query, key, value, bias, mask), None
+        context = context.transpose(2, 3).reshape(batch, num_windows, tokens, channels).to(hidden_states.dtype)
+        output = self.projection_dropout(linear(self.projection, context, self.config.linear_implementation))
+        return output, probabilities
 
     def _eager(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | None
@@ -485,14 +473,19 @@ class SwinV2WindowAttention(nn.Module):
     def _sdpa(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | None
     ) -> torch.Tensor:
+        """Without a mask, windows join the batch and share one (1, heads, N, N) bias. With a mask (which differs per
+        window), windows join the heads instead, so that a mask common to the batch broadcasts over it rather than
+        being copied for every image (25 MB per shifted SwinV2-T stage-1 block at batch 8)."""
         batch, num_windows, heads, tokens, head_dim = query.shape
-        additive = bias.unsqueeze(0) if mask is None else (bias + mask.unsqueeze(2)).expand(batch, -1, -1, -1, -1)
-        additive = additive.reshape(-1, heads, tokens, tokens).to(query.dtype)  # (1 or B*nW, heads, N, N)
+        if mask is None:
+            groups, additive = (batch * num_windows, heads), bias.unsqueeze(0)
+        else:
+            groups, additive = (batch, num_windows * heads), (bias + mask.unsqueeze(2)).flatten(1, 2)
         context = F.scaled_dot_product_attention(
-            query.reshape(-1, heads, tokens, head_dim),
-            key.reshape(-1, heads, tokens, head_dim),
-            value.reshape(-1, heads, tokens, head_dim),
-            attn_mask=additive,
+            query.reshape(*groups, tokens, head_dim),
+            key.reshape(*groups, tokens, head_dim),
+            value.reshape(*groups, tokens, head_dim),
+            attn_mask=additive.to(query.dtype),  # (1 or B, heads or nW*heads, N, N)
             dropout_p=self.config.attention_probs_dropout_prob if self.training else 0.0,
             scale=1.0,
         )
@@ -589,8 +582,10 @@ class SwinV2Block(GradientCheckpointingLayer):
             hidden_states = hidden_states[:, :height, :width]
         hidden_states = hidden_states.reshape(batch, height * width, channels)
 
-        hidden_states = shortcut + self.drop_path(self.attention_norm(hidden_states))
-        hidden_states = hidden_states + self.drop_path(self.mlp_norm(self.mlp(hidden_states)))
+        # In place on the branch's fresh output (neither LayerNorm nor drop path keeps its output for backward): one
+        # allocation less per residual.
+        hidden_states = self.drop_path(self.attention_norm(hidden_states)).add_(shortcut)
+        hidden_states = self.drop_path(self.mlp_norm(self.mlp(hidden_states))).add_(hidden_states)
         if self.main_branch_norm is not None:
             hidden_states = self.main_branch_norm(hidden_states)
         return hidden_states, attentions

@@ -73,7 +73,11 @@ def error_bound(reference_error: float, floor: float = FLOAT32_ERROR_FLOOR, mult
 
 
 def assert_within_bound(
-    actual: torch.Tensor, reference: torch.Tensor, float64: torch.Tensor, floor: float = FLOAT32_ERROR_FLOOR, name: str = ""
+    actual: torch.Tensor,
+    reference: torch.Tensor,
+    float64: torch.Tensor,
+    floor: float = FLOAT32_ERROR_FLOOR,
+    name: str = "",
 ) -> None:
     """`actual` is as close to the float64 result as `reference` (the same in the same precision by another path),
     up to `error_bound`."""

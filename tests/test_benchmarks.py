@@ -15,7 +15,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
 
 @pytest.mark.slow
 def test_benchmark_script_writes_its_reports(tmp_path: Path) -> None:
-    arguments = ["--resolution", "64", "--window", "4", "--batch-sizes", "1", "2", "--dtypes", "float32", "bfloat16-weights",
+    arguments = ["--resolution", "64", "--window", "4", "--batch-sizes", "1", "2",
+                 "--dtypes", "float32", "bfloat16-weights",
                  "--repeats", "1", "--warmup", "0", "--output-dir", str(tmp_path)]  # fmt: skip
     done = subprocess.run([sys.executable, str(SCRIPT), *arguments], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -77,12 +77,13 @@ def assert_tensors_close(
     assert sorted(actual) == sorted(expected)
     for name, reference in expected.items():
         torch.testing.assert_close(
-            actual[name].to(reference.dtype), reference, rtol=0, atol=atol(name), msg=lambda message, name=name: f"{name}: {message}"
+            actual[name].to(reference.dtype), reference, rtol=0, atol=atol(name),
+            msg=lambda message, name=name: f"{name}: {message}",
         )
 
 
 def references(case: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """A case's float64 reference tensors, with the input in `dtype` (the float32 file holds the same input, rounded)."""
+    """A case's float64 reference tensors, with the input in `dtype` (the float32 file has the same input)."""
     tensors = torch.load(FIXTURES / f"case_{case}_io_f64.pt", weights_only=True)
     return {name: tensor.to(dtype) if name == "input" else tensor for name, tensor in tensors.items()}
 
