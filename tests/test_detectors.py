@@ -111,7 +111,13 @@ def test_detector_trains_saves_and_reloads(name: str, tmp_path: Path) -> None:
     assert torch.isfinite(loss) and backbone.embeddings.projection.weight.grad.abs().sum() > 0
 
     model.save_pretrained(tmp_path / name)
-    assert torch.equal(first_output(type(model).from_pretrained(tmp_path / name), pixels), first_output(model, pixels))
+    reloaded = type(model).from_pretrained(tmp_path / name)
+    saved = model.state_dict()
+    assert all(torch.equal(tensor, saved[key]) for key, tensor in reloaded.state_dict().items())
+    # Equal weights; the outputs still need not be bit-equal: MKL's and oneDNN's kernels may round differently with
+    # the alignment of their buffers (seen at one thread on Zen 3), so within the float32 bound of float64.
+    assert_within_bound(first_output(reloaded, pixels), first_output(model, pixels),
+                        first_output(model.double(), pixels.double()))
 
 
 @pytest.mark.slow
