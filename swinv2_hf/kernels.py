@@ -308,8 +308,10 @@ def _scaled_unit_vectors(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(query_key / norm * scale in the (2, B, nW, heads, N, head_dim) layout, the clamped norms in that layout)."""
     compute_dtype = torch.promote_types(query_key.dtype, torch.float32)
-    head_major = query_key.permute(3, 0, 1, 4, 2, 5).to(compute_dtype)
-    norms = torch.linalg.vector_norm(head_major, dim=-1, keepdim=True).clamp_min(NORMALIZE_EPS)
+    query_key = query_key.to(compute_dtype)
+    # The norms in the input's own layout (a strided reduction over the head-major view measured 4x slower).
+    norms = torch.linalg.vector_norm(query_key, dim=-1, keepdim=True).clamp_min(NORMALIZE_EPS)
+    head_major, norms = query_key.permute(3, 0, 1, 4, 2, 5), norms.permute(3, 0, 1, 4, 2, 5)
     factors = scale.to(compute_dtype).view(2, 1, 1, -1, 1, 1) / norms
     if standard_ops_only():  # a traced graph holds no out= ops
         return (head_major * factors).to(dtype).contiguous(), norms
