@@ -14,7 +14,8 @@ wherever it can compute the call, `"torch"` stays with standard PyTorch and stan
 measurements in benchmarks/NOTES.md (SwinV2-T 256 px, 2 threads):
 - float32 on an x86 CPU: oneDNN with AVX-512 (whole model 1.6x faster than with `F.linear` on an AMD EPYC Zen 4).
   With AVX2 only (Zen 3) oneDNN is 1.0-1.5x MKL's speed above 1 GFLOP per product but 0.55-0.9x below 0.1 GFLOP, so
-  there it takes the products of at least `AVX2_ONEDNN_MIN_FLOPS` and MKL (`F.linear`) the smaller ones.
+  there it takes the products of at least `AVX2_ONEDNN_MIN_FLOPS` and MKL (`F.linear`) the smaller ones; under
+  `torch.compile` there, inductor's own GEMMs with fused epilogues (SwinV2-T batch 8: 827 against 955 ms).
 - bfloat16/float16 weights: oneDNN where the CPU computes that dtype natively (AVX512-BF16, AMX, AVX512-FP16:
   `torch.ops.mkldnn._is_mkldnn_bf16_supported()`); elsewhere oneDNN cannot create the primitive and `F.linear`
   emulates the type at 6-18 GFLOP/s against 100-140 in float32 (Zen 3), so the product runs in float32.
@@ -158,8 +159,11 @@ def linear_kernel(layer: nn.Module, hidden_states: torch.Tensor, implementation:
         return "torch" if autocast else "onednn"  # autocast's own half-precision GEMM is oneDNN's
     if dtype != torch.float32 or autocast or not onednn_computes(dtype):
         return "torch"
-    large = 2 * hidden_states.numel() * weight.shape[0] >= AVX2_ONEDNN_MIN_FLOPS
-    return "onednn" if implementation == "onednn" or CPU_CAPABILITY == "AVX512" or large else "torch"
+    if implementation == "onednn" or CPU_CAPABILITY == "AVX512":
+        return "onednn"
+    if torch.compiler.is_compiling():  # AVX2: inductor's own GEMMs and fused epilogues measured faster
+        return "torch"
+    return "onednn" if 2 * hidden_states.numel() * weight.shape[0] >= AVX2_ONEDNN_MIN_FLOPS else "torch"
 
 
 def cache_sized_chunk(hidden_states: torch.Tensor, rows_per_item: int) -> int:

@@ -222,3 +222,19 @@ def test_cosine_query_key_gradient_is_that_of_f_normalize() -> None:
         torch.testing.assert_close(ours.grad, theirs.grad, rtol=0, atol=1e-12)
     small = [query_key[1:, :2, :3].clone().requires_grad_(), scale.clone().requires_grad_()]  # no zero vector
     assert torch.autograd.gradcheck(lambda q, s: cosine_query_key(q, s, torch.float64), small)
+
+
+def test_compiled_graph_takes_onednn_only_with_avx512() -> None:
+    """Under torch.compile an AVX2-only CPU leaves the products to inductor (measured faster there); with AVX-512
+    oneDNN stays, as one extern kernel."""
+    layer, hidden = nn.Linear(384, 1536), torch.zeros(4096, 384)
+    graphs = []
+
+    def record(graph_module: torch.fx.GraphModule, example_inputs: list) -> object:
+        graphs.append(str(graph_module.graph))
+        return graph_module.forward
+
+    with torch.no_grad():
+        torch.compile(lambda tensor: linear(layer, tensor), backend=record, fullgraph=True)(hidden)
+    avx512 = torch.backends.cpu.get_cpu_capability() == "AVX512"
+    assert ("onednn_linear" in graphs[0]) == avx512, graphs[0]
