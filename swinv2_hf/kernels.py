@@ -12,10 +12,10 @@ Linear layers are plain `nn.Linear` modules. `linear(layer, x, implementation)` 
 `config.linear_implementation` switches it: `"auto"` (default) applies the rule below, `"onednn"` takes oneDNN
 wherever it can compute the call, `"torch"` stays with standard PyTorch and standard autograd. The rule, from the
 measurements in benchmarks/NOTES.md (SwinV2-T 256 px, 2 threads):
-- float32 on an x86 CPU: oneDNN with AVX-512 (whole model 1.6x faster than with `F.linear` on an AMD EPYC Zen 4).
-  With AVX2 only (Zen 3) oneDNN is 1.0-1.5x MKL's speed above 1 GFLOP per product but 0.55-0.9x below 0.1 GFLOP, so
-  there it takes the products of at least `AVX2_ONEDNN_MIN_FLOPS` and MKL (`F.linear`) the smaller ones; under
-  `torch.compile` there, inductor's own GEMMs with fused epilogues (SwinV2-T batch 8: 827 against 955 ms).
+- float32 on an x86 CPU: oneDNN with AVX-512 (whole model 1.6x faster than with `F.linear` on an AMD EPYC Zen 4);
+  MKL (`F.linear`) with AVX2 only (AMD EPYC Zen 3: MKL 1.1-1.25x oneDNN's speed on each of SwinV2-T's 14 product
+  shapes, the whole model 1.15x faster at batch 8 and a training step as fast), and so inductor's own GEMMs under
+  `torch.compile` there.
 - bfloat16/float16 weights: oneDNN where the CPU computes that dtype natively (AVX512-BF16, AMX, AVX512-FP16:
   `torch.ops.mkldnn._is_mkldnn_bf16_supported()`); elsewhere oneDNN cannot create the primitive and `F.linear`
   emulates the type at 6-18 GFLOP/s against 100-140 in float32 (Zen 3), so the product runs in float32.
@@ -49,12 +49,8 @@ HALF_DTYPES = (torch.bfloat16, torch.float16)
 # "auto" takes oneDNN only on the CPUs it was measured on (benchmarks/NOTES.md): x86-64 (AMD EPYC Zen 3 and Zen 4).
 MEASURED_MACHINES = ("x86_64", "amd64")
 MACHINE = platform.machine().lower()
-# Rows a CPU forward without gradients gives the linear layers at once where it may choose (`cache_sized_chunk`).
+# Rows a CPU forward without gradients gives the linear layers at once where it may choose (`window_chunk`).
 CHUNK_ROWS = 4096
-# Below this many FLOPs (2*M*K*N) a float32 product runs faster through MKL than through oneDNN without AVX-512:
-# 0.55-0.9x at 3-75 MFLOP, 0.9-1.15x around 0.1-1 GFLOP, 1.0-1.5x above (AMD EPYC Zen 3, benchmarks/NOTES.md). With
-# AVX-512 oneDNN measured faster at every SwinV2 shape (Zen 4), so it has no threshold.
-AVX2_ONEDNN_MIN_FLOPS = 2**28
 CPU_CAPABILITY = torch.backends.cpu.get_cpu_capability()
 
 
@@ -157,31 +153,38 @@ def linear_kernel(layer: nn.Module, hidden_states: torch.Tensor, implementation:
         if not onednn_computes(dtype):
             return "float32"
         return "torch" if autocast else "onednn"  # autocast's own half-precision GEMM is oneDNN's
-    if dtype != torch.float32 or autocast or not onednn_computes(dtype):
+    if dtype != torch.float32 or autocast:
         return "torch"
-    if implementation == "onednn" or CPU_CAPABILITY == "AVX512":
-        return "onednn"
-    if torch.compiler.is_compiling():  # AVX2: inductor's own GEMMs and fused epilogues measured faster
-        return "torch"
-    return "onednn" if 2 * hidden_states.numel() * weight.shape[0] >= AVX2_ONEDNN_MIN_FLOPS else "torch"
+    return float32_kernel(implementation)
 
 
-def cache_sized_chunk(hidden_states: torch.Tensor, rows_per_item: int) -> int:
-    """How many items (windows, tokens) along a dimension a CPU forward without gradients processes at once, each
-    item spanning `rows_per_item` rows of the linear layers; all of them (one pass) elsewhere.
+def float32_kernel(implementation: str = "auto") -> Kernel:
+    """The GEMM of a float32 product on this CPU: oneDNN with AVX-512 (or when forced), MKL through `F.linear` with
+    AVX2 only, where it measured the faster one."""
+    onednn = onednn_computes(torch.float32) and (implementation == "onednn" or CPU_CAPABILITY == "AVX512")
+    return "onednn" if onednn else "torch"
 
-    `CHUNK_ROWS` rows keep a block's wide intermediates (qkv: 3C per row, the MLP's hidden layer: 4C) in the CPU's
-    caches and under glibc's 32 MiB mmap threshold, whose page faults cost about 0.5 ms per MiB on the measured
-    machines; SwinV2-T's first stage at batch 8 otherwise makes 38-50 MiB of them per block (benchmarks/NOTES.md).
-    Not while tracing or exporting, where the number of chunks would be fixed in the graph.
+
+def window_chunk(hidden_states: torch.Tensor, rows_per_item: int, configured: int | None = None) -> int | None:
+    """How many items (windows, tokens) along dimension 1 a call processes at once, each spanning `rows_per_item` rows
+    of the linear layers; None for all of them in one pass.
+
+    `configured` (`config.attention_chunk_size`, sequential attention for high resolutions) applies wherever sizes are
+    concrete. Otherwise a CPU forward without gradients takes `CHUNK_ROWS` rows at a time, which keeps a block's wide
+    intermediates (qkv: 3C per row, the MLP's hidden layer: 4C) in the CPU's caches and under glibc's 32 MiB mmap
+    threshold, whose page faults cost about 0.5 ms per MiB on the measured machines; SwinV2-T's first stage at batch 8
+    otherwise makes 38-50 MiB of them per block (benchmarks/NOTES.md). One pass while tracing or exporting, where the
+    number of chunks would fix the input size in the graph, and under torch.compile, where inductor plans its buffers.
     """
+    if standard_ops_only():
+        return None
     items = hidden_states.shape[1]
-    if hidden_states.device.type != "cpu" or torch.is_grad_enabled() or standard_ops_only():
-        return items
-    if torch.compiler.is_compiling():  # inductor plans and reuses its own buffers
-        return items
-    return max(1, min(items, CHUNK_ROWS // max(rows_per_item, 1)))
-
+    if configured:
+        return configured if configured < items else None
+    if hidden_states.device.type != "cpu" or torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return None
+    chunk = CHUNK_ROWS // max(rows_per_item, 1)
+    return max(1, chunk) if chunk < items else None
 
 def linear(
     layer: nn.Module,
@@ -221,10 +224,12 @@ def gelu_mlp(fc1: nn.Module, fc2: nn.Module, hidden_states: torch.Tensor, implem
     standard = implementation == "torch" or type(fc2) is not nn.Linear or standard_ops_only()
     if not needs_grad or standard or torch.is_autocast_enabled("cpu"):
         rows = hidden_states.reshape(1, -1, hidden_states.shape[-1])
-        chunk = cache_sized_chunk(rows, rows_per_item=1)
+        chunk = window_chunk(rows, rows_per_item=1)
+        if chunk is None:
+            return linear(fc2, linear(fc1, hidden_states, implementation, gelu=True), implementation)
         outputs = [linear(fc2, linear(fc1, rows[:, start : start + chunk], implementation, gelu=True), implementation)
                    for start in range(0, rows.shape[1], chunk)]  # fmt: skip
-        return (outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)).view(*hidden_states.shape[:-1], -1)
+        return torch.cat(outputs, dim=1).view(*hidden_states.shape[:-1], -1)
     hidden_states = linear(fc1, hidden_states, implementation)
     kernel = linear_kernel(fc2, hidden_states, implementation)
     return _GeluThenLinear.apply(hidden_states, fc2.weight, fc2.bias, kernel)
@@ -264,7 +269,7 @@ def _product(
         output_dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else hidden_states.dtype
         with torch.autocast("cpu", enabled=False):
             operands = [tensor if tensor is None else tensor.float() for tensor in (hidden_states, weight, bias)]
-            output = _product("onednn" if onednn_computes(torch.float32) else "torch", *operands, gelu)
+            output = _product(float32_kernel(), *operands, gelu)
         return output.to(output_dtype)
     output = F.linear(hidden_states, weight, bias)
     return F.gelu(output) if gelu else output

@@ -43,7 +43,7 @@ from safetensors import safe_open
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, ModelOutput, cached_file, logging
 
 from .configuration_swinv2_hf import SwinV2Config, to_pair
-from .kernels import cache_sized_chunk, cosine_query_key, gelu_mlp, linear
+from .kernels import cosine_query_key, gelu_mlp, linear, standard_ops_only, window_chunk
 
 logger = logging.get_logger(__name__)
 
@@ -103,6 +103,12 @@ def relative_position_tables(window: int, pretrained_window: int) -> tuple[torch
     return coordinates, index
 
 
+def needs_padding(*amounts: int) -> bool:
+    """Whether to pad (and later crop) by `amounts`: when any is non-zero, and always while tracing or exporting, where
+    sizes are symbolic and one graph must serve every input size (a zero pad is exact)."""
+    return standard_ops_only() or any(amount != 0 for amount in amounts)
+
+
 def window_partition(hidden_states: torch.Tensor, window: int) -> torch.Tensor:
     """(B, H, W, C) -> (B, num_windows, window*window, C), windows in row-major order."""
     batch, height, width, channels = hidden_states.shape
@@ -157,7 +163,7 @@ def build_window_layout(
     padded_height, padded_width = height + pad_bottom, width + pad_right
 
     key_mask = None
-    if token_mask is not None or pad_bottom or pad_right:
+    if token_mask is not None or needs_padding(pad_bottom, pad_right):
         valid = torch.ones(1, height, width, dtype=torch.bool, device=device) if token_mask is None else token_mask
         valid = F.pad(valid, (0, pad_right, 0, pad_bottom), value=False)  # (B, Hp, Wp)
 
@@ -261,7 +267,7 @@ class SwinV2Embeddings(nn.Module):
         """Returns the tokens (B, H*W, C), the patch grid (H, W) and the token mask (B, H, W) or None."""
         pad_bottom = (-pixel_values.shape[2]) % self.patch_size
         pad_right = (-pixel_values.shape[3]) % self.patch_size
-        if pad_bottom or pad_right:
+        if needs_padding(pad_bottom, pad_right):
             pixel_values = F.pad(pixel_values, (0, pad_right, 0, pad_bottom))
         embeddings = self.projection(pixel_values)  # (B, C, H, W)
         batch, _, height, width = embeddings.shape
@@ -297,7 +303,7 @@ class SwinV2PatchMerging(nn.Module):
         if token_mask is not None:
             # Padding tokens count as the zeros that pad an image of odd size, whatever they computed.
             hidden_states = hidden_states * token_mask.unsqueeze(-1).to(hidden_states.dtype)
-        if height % 2 or width % 2:
+        if needs_padding(height % 2, width % 2):
             hidden_states = F.pad(hidden_states, (0, 0, 0, width % 2, 0, height % 2))
         # The original's order: (0,0), (1,0), (0,1), (1,1) offsets concatenated on channels.
         hidden_states = torch.cat(
@@ -370,11 +376,11 @@ class SwinV2WindowAttention(nn.Module):
         Computed in at least float32 whatever the weights' precision, since half precision would blur a bias that
         decides where sharp (logit scale up to 100) attention goes. Cached while nothing needs its gradient: the
         cache key holds the MLP parameters' identities and in-place version counters, so a loaded checkpoint, an
-        optimiser step or any in-place edit is seen.
+        optimiser step or any in-place edit is seen. Not cached while tracing or exporting, whose graph computes it.
         """
         weights = list(self.continuous_position_bias_mlp.parameters())
         needs_grad = torch.is_grad_enabled() and any(weight.requires_grad for weight in weights)
-        use_cache = not needs_grad and not self.training and not torch.compiler.is_compiling()
+        use_cache = not (needs_grad or self.training or torch.compiler.is_compiling() or standard_ops_only())
         if use_cache:
             key = (window, tuple((id(w), w._version, w.data_ptr(), w.dtype, w.device) for w in weights))
             if self._bias_cache is not None and self._bias_cache[0] == key:
@@ -390,14 +396,21 @@ class SwinV2WindowAttention(nn.Module):
         else:
             coordinates, index = relative_position_tables(window, self.pretrained_window)
             index = index.to(self.relative_position_index.device)
-        first, _, last = self.continuous_position_bias_mlp
-        dtype = torch.promote_types(first.weight.dtype, torch.float32)
-        with autocast_disabled(first.weight.device):
-            coordinates = coordinates.to(device=first.weight.device, dtype=dtype)
-            hidden = F.relu(F.linear(coordinates, first.weight.to(dtype), first.bias.to(dtype)))
-            table = F.linear(hidden, last.weight.to(dtype)).view(-1, self.num_heads)  # ((2w-1)^2, heads)
+        with autocast_disabled(index.device):
+            table = self._position_bias_table(coordinates).view(-1, self.num_heads)  # ((2w-1)^2, heads)
             bias = table[index.view(-1)].view(window * window, window * window, self.num_heads)
             return POSITION_BIAS_SCALE * torch.sigmoid(bias.permute(2, 0, 1).contiguous())  # (heads, N, N)
+
+    def _position_bias_table(self, coordinates: torch.Tensor) -> torch.Tensor:
+        """The MLP over the coordinate table, in at least float32. A quantized MLP (torch.ao dynamic quantization
+        swaps its linear layers for modules without a float weight) runs its own modules on float32 input."""
+        first, _, last = self.continuous_position_bias_mlp
+        if not isinstance(first.weight, torch.Tensor):
+            return self.continuous_position_bias_mlp(coordinates.float())
+        dtype = torch.promote_types(first.weight.dtype, torch.float32)
+        coordinates = coordinates.to(device=first.weight.device, dtype=dtype)
+        hidden = F.relu(F.linear(coordinates, first.weight.to(dtype), first.bias.to(dtype)))
+        return F.linear(hidden, last.weight.to(dtype))
 
     def forward(
         self,
@@ -415,12 +428,15 @@ class SwinV2WindowAttention(nn.Module):
             output_attentions: Also return the probabilities (B*num_windows, heads, N, N); uses the eager kernel.
         """
         batch, num_windows, tokens, _ = hidden_states.shape
-        chunk = self.config.attention_chunk_size or cache_sized_chunk(hidden_states, rows_per_item=batch * tokens)
+        chunk = window_chunk(hidden_states, rows_per_item=batch * tokens, configured=self.config.attention_chunk_size)
         bias = self.position_bias(window)
+        if chunk is None:
+            output, attentions = self._attend(hidden_states, bias, mask, output_attentions)
+            return output, attentions.flatten(0, 1) if output_attentions else None
         parts = [slice(start, start + chunk) for start in range(0, num_windows, chunk)]
         results = [self._attend(hidden_states[:, part], bias, None if mask is None else mask[:, part], output_attentions)
                    for part in parts]  # fmt: skip
-        output = results[0][0] if len(results) == 1 else torch.cat([result[0] for result in results], dim=1)
+        output = torch.cat([result[0] for result in results], dim=1)
         attentions = torch.cat([result[1] for result in results], dim=1).flatten(0, 1) if output_attentions else None
         return output, attentions
 
@@ -489,7 +505,7 @@ class SwinV2WindowAttention(nn.Module):
             dropout_p=self.config.attention_probs_dropout_prob if self.training else 0.0,
             scale=1.0,
         )
-        return context.view(batch, num_windows, heads, tokens, head_dim)
+        return context.reshape(batch, num_windows, heads, tokens, head_dim)
 
 
 class SwinV2ResPostNorm(nn.LayerNorm):
@@ -566,7 +582,8 @@ class SwinV2Block(GradientCheckpointingLayer):
         window, shift = layout.window, (layout.shift if self.shifted else 0)
         shortcut = hidden_states
         hidden_states = hidden_states.view(batch, height, width, channels)
-        if layout.pad_bottom or layout.pad_right:
+        padded = needs_padding(layout.pad_bottom, layout.pad_right)
+        if padded:
             hidden_states = F.pad(hidden_states, (0, 0, 0, layout.pad_right, 0, layout.pad_bottom))
         if shift:
             hidden_states = torch.roll(hidden_states, shifts=(-shift, -shift), dims=(1, 2))
@@ -578,7 +595,7 @@ class SwinV2Block(GradientCheckpointingLayer):
 
         if shift:
             hidden_states = torch.roll(hidden_states, shifts=(shift, shift), dims=(1, 2))
-        if layout.pad_bottom or layout.pad_right:
+        if padded:
             hidden_states = hidden_states[:, :height, :width]
         hidden_states = hidden_states.reshape(batch, height * width, channels)
 
