@@ -2,6 +2,8 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
+ONNX = ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"]
+
 setup(
     name="swinv2_hf",
     version="0.1.0",
@@ -23,7 +25,9 @@ setup(
         "jinja2>=3",
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-timeout>=2", "matplotlib>=3.7", "scipy>=1.10"],
+        # onnx: the exporters (onnxscript for torch's dynamo exporter) and onnxruntime to check and quantize.
+        "onnx": ONNX,
+        "dev": ["pytest>=8", "pytest-timeout>=2", "matplotlib>=3.7", "scipy>=1.10", *ONNX],
         "benchmarks": ["matplotlib>=3.7"],
         # scipy: the DETR losses' matching; pycocotools: COCO mAP; scikit-image: the example's photographs.
         "examples": ["accelerate>=1.0", "datasets>=3.0", "evaluate>=0.4", "scikit-learn>=1.3", "matplotlib>=3.7",

@@ -60,19 +60,24 @@ class Row:
     transformers_gflops: float | None = None
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model, the input sizes and the timing: what every benchmark here takes."""
     parser.add_argument("--size", default="tiny", choices=["tiny", "small", "base", "large"])
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--window", type=int, default=8)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--output-dir", type=Path, default=Path(__file__).parent / "results")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(parser)
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=DTYPES)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of both (minutes on CPU)")
     parser.add_argument("--no-training", action="store_true", help="skip the training step and its memory")
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--output-dir", type=Path, default=Path(__file__).parent / "results")
     return parser.parse_args(argv)
 
 

@@ -3,6 +3,8 @@
     swinv2-hf convert --source {original,timm,transformers} --checkpoint PATH --output-dir DIR [--model-name NAME]
                       [--config YAML_OR_JSON] [--id2label FILE] [--push-to-hub REPO_ID] [--overwrite] [--no-verify]
     swinv2-hf export --model-dir DIR --to {original,timm,transformers} --output PATH [--overwrite]
+    swinv2-hf export --model-dir DIR --to {onnx,torch-export,torchscript} --output PATH [--dynamic-axes] [--opset N]
+                     [--quantize int8] [--exporter {dynamo,torchscript}] [--height H] [--width W] [--overwrite]
 
 Bad input (an unknown name, a checkpoint that does not fit, an existing output) ends with a one-line error and exit
 status 2, with nothing written.
@@ -14,6 +16,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from . import deployment
 from .conversion import SOURCES
 from .hub_folder import DEFAULT_MAX_SHARD_SIZE, convert_checkpoint, export_folder
 
@@ -44,14 +47,26 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
 def _add_export(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export",
-        help="a swinv2_hf folder -> the original (.pth), timm or transformers layout",
-        description="Write a swinv2_hf model in another implementation's layout; original -> swinv2_hf -> original "
-        "and timm round trips are bit-exact.",
+        help="a swinv2_hf folder -> the original (.pth), timm or transformers layout, or an ONNX / torch.export / "
+        "TorchScript graph",
+        description="Write a swinv2_hf model in another implementation's layout (original -> swinv2_hf -> original "
+        "and timm round trips are bit-exact), or as a graph that runs without this package, checked against the "
+        "PyTorch model on several sizes and batch sizes before it is written.",
     )
     parser.add_argument("--model-dir", required=True, help="a folder saved by swinv2_hf (or converted by it)")
-    parser.add_argument("--to", required=True, choices=SOURCES, help="the layout to write")
-    parser.add_argument("--output", required=True, help="a .pth file (original) or a folder (timm, transformers)")
+    parser.add_argument("--to", required=True, choices=(*SOURCES, *deployment.FORMATS), help="what to write")
+    parser.add_argument("--output", required=True, help="a .pth file (original), a folder (timm, transformers) or "
+                        "the graph file (.onnx, .pt2, .pt)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    graphs = parser.add_argument_group("graphs (onnx, torch-export, torchscript)")
+    graphs.add_argument("--dynamic-axes", action="store_true", help="dynamic height and width (the batch is always "
+                        "dynamic), over the range of sizes that keeps every stage's windows; printed and stored")
+    graphs.add_argument("--height", type=int, help="example height in pixels (default: config.image_size)")
+    graphs.add_argument("--width", type=int, help="example width in pixels (default: config.image_size)")
+    graphs.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    graphs.add_argument("--exporter", choices=deployment.ONNX_EXPORTERS, default="dynamo", help="the ONNX exporter")
+    graphs.add_argument("--quantize", choices=["int8"], help="dynamic int8: onnxruntime's (onnx) or torch.ao's "
+                        "(torchscript)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +84,13 @@ def run(args: argparse.Namespace) -> None:
             id2label_path=args.id2label, push_to_hub=args.push_to_hub, overwrite=args.overwrite,
             check=not args.no_verify, max_shard_size=args.max_shard_size,
         )  # fmt: skip
+    elif args.to in deployment.FORMATS:
+        report = deployment.export(
+            deployment.load_model(args.model_dir), args.output, to=args.to, height=args.height, width=args.width,
+            dynamic=args.dynamic_axes, opset=args.opset, exporter=args.exporter, quantize=args.quantize,
+            overwrite=args.overwrite,
+        )  # fmt: skip
+        print(f"written: {report.summary()}")
     else:
         print(f"written: {export_folder(args.model_dir, args.to, args.output, overwrite=args.overwrite)}")
 

@@ -14,14 +14,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from huggingface_hub import HfApi
 from safetensors.torch import save_file
+from transformers import PreTrainedModel
 from transformers import Swinv2Config as TransformersSwinv2Config
 from transformers import Swinv2ForImageClassification as TransformersForImageClassification
 from transformers import Swinv2ForMaskedImageModeling as TransformersForMaskedImageModeling
 from transformers import Swinv2Model as TransformersModel
+from transformers.dynamic_module_utils import custom_object_save
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.image_utils import PILImageResampling
 from transformers.models.convnext.image_processing_pil_convnext import ConvNextImageProcessorPil
@@ -29,6 +32,7 @@ from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPi
 
 from .configuration_swinv2_hf import SwinV2Config, to_pair
 from .conversion import CheckpointError, check_state_dict, export_state_dict
+from .detection_swinv2_hf import OBJECT_DETECTORS
 from .model_card import CardFacts, render_model_card, size_name
 from .modeling_swinv2_hf import (
     SwinV2ForImageClassification,
@@ -259,10 +263,16 @@ def image_processor_for(config: SwinV2Config, preprocessing: Preprocessing) -> B
 
     Square inputs: ConvNext's processor, which is the original's rule (resize the shorter side to size / crop
     fraction, centre crop; from 384 px on, resize straight to the size). Non-square: a plain resize.
+
+    `do_convert_rgb` makes the saved processor turn every PIL mode into the three channels the statistics are for
+    (without it an L, RGBA, P or CMYK image stops it with "mean must have 1 elements"): transparency is composited
+    onto white, palettes are looked up, CMYK is converted, grey is repeated. 16-bit and 32-bit integer and float
+    images go through PIL's `convert("RGB")`, which clips values to 0-255 rather than rescaling them; scale such
+    images to 8 bits first.
     """
     height, width = to_pair(config.image_size, "image_size")
     common = dict(resample=_RESAMPLING[preprocessing.resample], image_mean=list(preprocessing.mean),
-                  image_std=list(preprocessing.std))  # fmt: skip
+                  image_std=list(preprocessing.std), do_convert_rgb=True)  # fmt: skip
     if height != width:
         return ViTImageProcessorPil(size={"height": height, "width": width}, **common)
     return ConvNextImageProcessorPil(size={"shortest_edge": height}, crop_pct=preprocessing.crop_fraction, **common)
@@ -289,6 +299,31 @@ def write_model_folder(
     model.save_pretrained(folder, max_shard_size=max_shard_size)
     processor.save_pretrained(folder)
     render_model_card(model.config, card_facts).save(folder / "README.md")
+
+
+def save_detector(model: PreTrainedModel, save_directory: str | os.PathLike, **save_pretrained_kwargs: Any) -> None:
+    """`model.save_pretrained(save_directory, **save_pretrained_kwargs)` for a transformers object detector with a
+    SwinV2 backbone, as Hub remote code: detection_swinv2_hf.py and the SwinV2 files it imports go with the weights,
+    and config.json's `auto_map` names its config and detector classes. transformers builds the detector's backbone
+    config by model type and does not know `swinv2_hf`; through that module, `trust_remote_code=True` registers it
+    first, so the folder loads (by path or repo id, with AutoModelForObjectDetection or the object-detection pipeline)
+    where swinv2_hf is not installed. With swinv2_hf imported, it loads as before without remote code. Push the folder
+    afterwards (`push_folder`): `push_to_hub=True` would upload it before the code is in it.
+
+    Raises:
+        ValueError: a model that is none of the detectors detection_swinv2_hf.py covers (nothing is written).
+    """
+    detector_class = next((remote for remote in OBJECT_DETECTORS if isinstance(model, remote.__base__)), None)
+    if detector_class is None:
+        covered = ", ".join(remote.__name__ for remote in OBJECT_DETECTORS)
+        raise ValueError(f"{type(model).__name__} is not a detector that loads as remote code; these are: {covered}.")
+    module = detector_class.__module__.rsplit(".", 1)[-1]
+    model.config.auto_map = {
+        "AutoConfig": f"{module}.{detector_class.config_class.__name__}",
+        "AutoModelForObjectDetection": f"{module}.{detector_class.__name__}",
+    }
+    model.save_pretrained(save_directory, **save_pretrained_kwargs)
+    custom_object_save(detector_class, save_directory)  # the module and, recursively, the files it imports
 
 
 def push_folder(folder: Path, repo_id: str, private: bool = False, commit_message: str | None = None) -> str:

@@ -103,6 +103,12 @@ def relative_position_tables(window: int, pretrained_window: int) -> tuple[torch
     return coordinates, index
 
 
+def padding_to_multiple(length: int, multiple: int) -> int:
+    """What pads `length` up to a multiple of `multiple`, written as the rounded-up length minus `length`, so that with
+    symbolic sizes (export) the padded length is visibly a multiple and reshapes into windows need no guard."""
+    return (length + multiple - 1) // multiple * multiple - length
+
+
 def needs_padding(*amounts: int) -> bool:
     """Whether to pad (and later crop) by `amounts`: when any is non-zero, and always while tracing or exporting, where
     sizes are symbolic and one graph must serve every input size (a zero pad is exact)."""
@@ -112,8 +118,9 @@ def needs_padding(*amounts: int) -> bool:
 def window_partition(hidden_states: torch.Tensor, window: int) -> torch.Tensor:
     """(B, H, W, C) -> (B, num_windows, window*window, C), windows in row-major order."""
     batch, height, width, channels = hidden_states.shape
-    hidden_states = hidden_states.view(batch, height // window, window, width // window, window, channels)
-    return hidden_states.permute(0, 1, 3, 2, 4, 5).reshape(batch, -1, window * window, channels)
+    rows, columns = height // window, width // window
+    hidden_states = hidden_states.view(batch, rows, window, columns, window, channels)
+    return hidden_states.permute(0, 1, 3, 2, 4, 5).reshape(batch, rows * columns, window * window, channels)
 
 
 def window_reverse(windows: torch.Tensor, window: int, height: int, width: int) -> torch.Tensor:
@@ -159,7 +166,7 @@ def build_window_layout(
         has_shifted_blocks: Whether the stage has a second block, so the shifted mask is needed at all.
     """
     window, shift = window_and_shift(height, width, window_size)
-    pad_bottom, pad_right = (-height) % window, (-width) % window
+    pad_bottom, pad_right = padding_to_multiple(height, window), padding_to_multiple(width, window)
     padded_height, padded_width = height + pad_bottom, width + pad_right
 
     key_mask = None
@@ -265,8 +272,8 @@ class SwinV2Embeddings(nn.Module):
         bool_masked_pos: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor | None]:
         """Returns the tokens (B, H*W, C), the patch grid (H, W) and the token mask (B, H, W) or None."""
-        pad_bottom = (-pixel_values.shape[2]) % self.patch_size
-        pad_right = (-pixel_values.shape[3]) % self.patch_size
+        pad_bottom = padding_to_multiple(pixel_values.shape[2], self.patch_size)
+        pad_right = padding_to_multiple(pixel_values.shape[3], self.patch_size)
         if needs_padding(pad_bottom, pad_right):
             pixel_values = F.pad(pixel_values, (0, pad_right, 0, pad_bottom))
         embeddings = self.projection(pixel_values)  # (B, C, H, W)
@@ -303,8 +310,9 @@ class SwinV2PatchMerging(nn.Module):
         if token_mask is not None:
             # Padding tokens count as the zeros that pad an image of odd size, whatever they computed.
             hidden_states = hidden_states * token_mask.unsqueeze(-1).to(hidden_states.dtype)
-        if needs_padding(height % 2, width % 2):
-            hidden_states = F.pad(hidden_states, (0, 0, 0, width % 2, 0, height % 2))
+        pad_bottom, pad_right = padding_to_multiple(height, 2), padding_to_multiple(width, 2)
+        if needs_padding(pad_bottom, pad_right):
+            hidden_states = F.pad(hidden_states, (0, 0, 0, pad_right, 0, pad_bottom))
         # The original's order: (0,0), (1,0), (0,1), (1,1) offsets concatenated on channels.
         hidden_states = torch.cat(
             [hidden_states[:, 0::2, 0::2], hidden_states[:, 1::2, 0::2], hidden_states[:, 0::2, 1::2], hidden_states[:, 1::2, 1::2]],
@@ -595,9 +603,9 @@ class SwinV2Block(GradientCheckpointingLayer):
 
         if shift:
             hidden_states = torch.roll(hidden_states, shifts=(shift, shift), dims=(1, 2))
-        if padded:
-            hidden_states = hidden_states[:, :height, :width]
-        hidden_states = hidden_states.reshape(batch, height * width, channels)
+        if padded:  # a copy: whether the crop is a no-op must not decide the layout of a traced graph
+            hidden_states = hidden_states[:, :height, :width].clone(memory_format=torch.contiguous_format)
+        hidden_states = hidden_states.view(batch, height * width, channels)
 
         # In place on the branch's fresh output (neither LayerNorm nor drop path keeps its output for backward): one
         # allocation less per residual.

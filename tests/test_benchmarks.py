@@ -34,3 +34,21 @@ def test_benchmark_script_writes_its_reports(tmp_path: Path) -> None:
     assert set(results["matmul_ceiling_gflops"]) == {"torch.mm", "oneDNN"}
     assert "| scenario |" in (tmp_path / f"{kind}.md").read_text()
     assert (tmp_path / f"{kind}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_deployment_benchmark_writes_its_reports(tmp_path: Path) -> None:
+    """benchmarks/deployment.py: transformers eager, ours eager, ONNX Runtime float32 and int8 at each batch size,
+    with the exported graphs' checked differences."""
+    arguments = ["--resolution", "64", "--window", "4", "--batch-sizes", "1", "2", "--repeats", "1", "--warmup", "0",
+                 "--output-dir", str(tmp_path)]  # fmt: skip
+    done = subprocess.run([sys.executable, str(SCRIPT.with_name("deployment.py")), *arguments], capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (report,) = tmp_path.glob("*-deployment.json")
+    results = json.loads(report.read_text())
+    contenders = ["transformers eager float32", "swinv2_hf eager float32", "ONNX Runtime float32", "ONNX Runtime int8"]
+    assert [(row["batch"], row["contender"]) for row in results["rows"]] == [(b, c) for b in (1, 2) for c in contenders]
+    assert all(row["ms"] > 0 for row in results["rows"])
+    assert results["max_difference_to_pytorch"]["ONNX Runtime float32"] < 1e-4
+    assert "| batch | contender |" in report.with_suffix(".md").read_text()

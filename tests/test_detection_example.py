@@ -20,6 +20,7 @@ from fake_hub import FakeHub, client_environ
 from huggingface_hub import ModelCard
 from PIL import Image
 from safetensors.torch import load_file
+from transformers import AutoImageProcessor
 
 from swinv2_hf import SwinV2Backbone, SwinV2Config, SwinV2ForImageClassification
 from swinv2_hf.training import InputError
@@ -283,6 +284,23 @@ def canvas(pixel_mask: torch.Tensor, original: torch.Tensor) -> list[list[float]
     return coco_data.canvas_sizes(pixel_mask, original).tolist()
 
 
+@pytest.mark.parametrize("detector", sorted(run_detection.DETECTORS))
+def test_the_saved_processor_takes_images_of_any_mode(detector: str, tmp_path: Path) -> None:
+    """The folder's processor converts to RGB (issue 11): greyscale, palette, CMYK, 16-bit and alpha-channel images
+    give three channels, and an opaque RGBA image the pixels of its RGB."""
+    annotation_file = write_dataset(tmp_path, GOOD)
+    args = run_detection.parse_args(run_arguments(annotation_file, annotation_file, TINY_BACKBONE, tmp_path / "out",
+                                                  detector=detector, detector_config="{}", image_size=64,
+                                                  max_size=96))  # fmt: skip
+    run_detection.build_processor(args).save_pretrained(tmp_path / "processor")
+    processor = AutoImageProcessor.from_pretrained(tmp_path / "processor")
+    image = white_box_image()
+    pixels = {mode: processor(image.convert(mode), return_tensors="np")["pixel_values"]
+              for mode in ("1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16")}  # fmt: skip
+    assert {values.shape[:2] for values in pixels.values()} == {(1, 3)}
+    np.testing.assert_array_equal(pixels["RGBA"], pixels["RGB"])
+
+
 def test_coco_metrics_of_perfect_shifted_and_missing_detections(tmp_path: Path) -> None:
     annotation_file = write_dataset(tmp_path, GOOD)
     ground_truth = coco_data.read_coco(annotation_file).ground_truth()
@@ -397,7 +415,9 @@ def test_photos_train_evaluate_push_and_serve_a_pipeline(tmp_path: Path) -> None
     assert card.data.pipeline_tag == "object-detection"
     recorded = {result.metric_type: result.metric_value for result in card.data.eval_results}
     assert recorded == {name: round(metrics[name], 4) for name in ("map", "map_50", "map_75")}
-    assert "Deformable DETR" in card.text and f'pipeline("object-detection", model="{REPO_ID}")' in card.text
+    assert "Deformable DETR" in card.text
+    assert f'pipeline("object-detection", model="{REPO_ID}", trust_remote_code=True)' in card.text
+    assert {"detection_swinv2_hf.py", "modeling_swinv2_hf.py"} <= set(pushed)  # the code that snippet runs
 
     image = Image.open(tmp_path / "photos" / "coffee.png")
     detections = predict.detect(str(output_dir), image, threshold=0.0)

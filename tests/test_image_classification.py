@@ -17,6 +17,7 @@ from types import SimpleNamespace
 
 import evaluate
 import numpy as np
+import onnxruntime
 import pytest
 import torch
 from conftest import randomize_weights, reset_accelerate, tiny_config
@@ -24,9 +25,10 @@ from fake_hub import FakeHub, client_environ
 from PIL import Image
 from safetensors.torch import load_file
 from sklearn.metrics import top_k_accuracy_score
-from transformers import AutoModelForImageClassification, TrainingArguments, pipeline
+from transformers import AutoImageProcessor, AutoModelForImageClassification, TrainingArguments, pipeline
 
 from swinv2_hf import SwinV2Config, SwinV2ForImageClassification
+from swinv2_hf.deployment import export
 from swinv2_hf.hub_folder import image_processor_for
 from swinv2_hf.training import RUN_STATE, InputError, complete_checkpoints, parameter_groups
 
@@ -35,6 +37,9 @@ sys.path.insert(0, str(SCRIPTS))
 import classification_common as common  # noqa: E402
 import run_classification  # noqa: E402
 import run_classification_trainer  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "deployment"))
+import run_onnx_int8  # noqa: E402
 
 REPO_ID = "user/swinv2-digits"
 # A short digits run, the same for both scripts: 640 training images, 8 epochs (160 optimiser steps).
@@ -137,6 +142,48 @@ def test_written_folder_serves_a_pipeline_with_the_measured_accuracy(accelerate_
     accuracy = np.mean([p == t for p, t in zip(predictions, truth)])
     # The script evaluated with the same image processor under bf16 autocast, the pipeline runs float32.
     assert abs(accuracy - accelerate_run.results["test_top1_accuracy"]) <= 2 / len(truth)
+
+
+@pytest.mark.slow
+def test_int8_graphs_keep_the_digits_accuracy(accelerate_run: SimpleNamespace, tmp_path: Path) -> None:
+    """Dynamic int8 through onnxruntime (ONNX) and through torch.ao (TorchScript): test top-1 on every held-out digit
+    (360) within 0.5 points of the float32 model's."""
+    model_dir = accelerate_run.output_dir / common.MODEL_FOLDER
+    model = SwinV2ForImageClassification.from_pretrained(model_dir).eval()
+    data = common.load_data(common.DataArguments())
+    processor = AutoImageProcessor.from_pretrained(model_dir)
+    images = [common.open_image(value) for value in data.splits["test"][data.image_column]]
+    pixel_values = processor(images, return_tensors="pt").pixel_values
+    labels = np.array(data.splits["test"][data.label_column])
+    with torch.no_grad():
+        float32_accuracy = np.mean(model(pixel_values).logits.argmax(-1).numpy() == labels)
+    onnx_path, script_path = tmp_path / "int8.onnx", tmp_path / "int8.pt"
+    export(model, onnx_path, to="onnx", exporter="torchscript", quantize="int8")
+    export(model, script_path, to="torchscript", quantize="int8")
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    onnx_logits = session.run(None, {"pixel_values": pixel_values.numpy()})[0]
+    with torch.no_grad():
+        script_logits = torch.jit.load(str(script_path))(pixel_values)[0].numpy()
+    assert len(labels) == 360
+    for logits in (onnx_logits, script_logits):
+        assert abs(np.mean(logits.argmax(-1) == labels) - float32_accuracy) <= 0.005
+
+
+@pytest.mark.slow
+def test_deployment_example_classifies_a_held_out_digit_as_pytorch_does(
+    accelerate_run: SimpleNamespace, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """examples/deployment/run_onnx_int8.py: exports the int8 graph once, then ranks like the PyTorch model."""
+    model_dir = accelerate_run.output_dir / common.MODEL_FOLDER
+    graph = tmp_path / "model-int8.onnx"
+    top = run_onnx_int8.main(["--model-dir", str(model_dir), "--output", str(graph), "--index", "3"])
+    assert graph.is_file() and "wrote" in capsys.readouterr().out
+    data = common.load_data(common.DataArguments())
+    image = common.open_image(data.splits["test"][3][data.image_column])
+    expected = pipeline("image-classification", model=str(model_dir))(image, top_k=1)[0]["label"]
+    assert top[0][0] == expected and 0 < top[0][1] <= 1
+    run_onnx_int8.main(["--model-dir", str(model_dir), "--output", str(graph)])  # reuses the graph
+    assert "wrote" not in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -26,8 +26,9 @@ divisible by 32.
 `--backbone` is a swinv2_hf folder (weights put in with `swinv2_hf.transfer.load_backbone_weights`, windows enlarged for
 the detection resolution with `transfer_config`: the paper's 256 px / window 8 -> 800+ px / window 16), a preset
 name or a config JSON (from scratch). Output: a folder that `pipeline("object-detection", model=DIR)` loads once
-`swinv2_hf` is imported (model, image processor, model card with the results, results.json), written atomically;
-checkpoints every `--checkpointing_steps` in `--checkpoint_dir`, which `--resume_from_checkpoint` continues exactly.
+`swinv2_hf` is imported, or with `trust_remote_code=True` where it is not installed (model and the code that loads it,
+image processor, model card with the results, results.json), written atomically; checkpoints every
+`--checkpointing_steps` in `--checkpoint_dir`, which `--resume_from_checkpoint` continues exactly.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ from transformers.models.rt_detr.image_processing_pil_rt_detr import RTDetrImage
 from transformers.utils.versions import require_version
 
 from swinv2_hf import PRESETS, SwinV2Config
-from swinv2_hf.hub_folder import atomic_directory, push_folder
+from swinv2_hf.hub_folder import atomic_directory, push_folder, save_detector
 from swinv2_hf.training import (
     CheckpointedProgress,
     InputError,
@@ -379,10 +380,11 @@ def processing_size(args: argparse.Namespace) -> dict[str, int]:
 
 
 def build_processor(args: argparse.Namespace) -> BaseImageProcessor:
-    """The detector's PIL image processor: resize (`processing_size`), normalise with ImageNet statistics (SwinV2's
-    pretraining), pad each batch to its largest image with a pixel mask."""
+    """The detector's PIL image processor: convert to RGB (so that the saved processor, called on its own, takes an
+    image of any PIL mode), resize (`processing_size`), normalise with ImageNet statistics (SwinV2's pretraining), pad
+    each batch to its largest image with a pixel mask."""
     processor_class = DETECTORS[args.detector].processor_class
-    return processor_class(size=processing_size(args), do_normalize=True, do_pad=True)
+    return processor_class(size=processing_size(args), do_convert_rgb=True, do_normalize=True, do_pad=True)
 
 
 def make_dataloaders(
@@ -522,12 +524,12 @@ def save_outputs(
     args: argparse.Namespace, accelerator: Accelerator, model: PreTrainedModel, processor: BaseImageProcessor,
     facts: CardFacts, results: dict[str, Any],
 ) -> None:  # fmt: skip
-    """The model folder (weights, config, image processor, model card, results.json), written to a temporary sibling
-    and renamed when complete; then pushed to the Hub when asked."""
+    """The model folder (weights, config with the code that loads it as Hub remote code, image processor, model card,
+    results.json), written to a temporary sibling and renamed when complete; then pushed to the Hub when asked."""
     state_dict = accelerator.get_state_dict(model)  # on every process: sharded models gather here
     if accelerator.is_main_process:
         with atomic_directory(args.output_dir, overwrite=args.overwrite_output_dir) as folder:
-            accelerator.unwrap_model(model).save_pretrained(folder, state_dict=state_dict)
+            save_detector(accelerator.unwrap_model(model), folder, state_dict=state_dict)
             processor.save_pretrained(folder)
             (folder / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
             write_model_card(folder / "README.md", facts)
