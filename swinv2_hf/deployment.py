@@ -74,12 +74,16 @@ class SizeRange:
         return (f"height {self.min_height}-{self.max_height} px, width {self.min_width}-{self.max_width} px")
 
 
-def stage_geometry(config: SwinV2Config, height: int, width: int) -> tuple[tuple[int, int], ...]:
-    """(window, shift) of each stage for an image of `height` x `width` pixels."""
+def stage_geometry(config: SwinV2Config, height: int, width: int) -> tuple[tuple[int, int, bool, bool], ...]:
+    """(window, shift, one window row, one window column) of each stage for an image of `height` x `width` pixels.
+
+    A single row or column of windows is part of the geometry: an exporter specialises a dimension that is 1 in the
+    example (a graph traced with one window per stage-4 row would reshape two into one)."""
     rows, columns = -(-height // config.patch_size), -(-width // config.patch_size)
     geometry = []
     for _ in range(config.num_layers):
-        geometry.append(window_and_shift(rows, columns, config.window_size))
+        window, shift = window_and_shift(rows, columns, config.window_size)
+        geometry.append((window, shift, rows <= window, columns <= window))
         rows, columns = (rows + 1) // 2, (columns + 1) // 2
     return tuple(geometry)
 
@@ -87,8 +91,8 @@ def stage_geometry(config: SwinV2Config, height: int, width: int) -> tuple[tuple
 def size_range(config: SwinV2Config, height: int, width: int, max_side: int = MAX_SIDE) -> SizeRange:
     """The largest box of sizes around `height` x `width` in which every stage keeps the geometry it has there.
 
-    A stage's window and shift depend on its map's smaller side only, which grows with the image on both axes, so a
-    box keeps one geometry exactly when its two extreme corners do. Each side is first extended as far as it keeps the
+    A stage's window and shift depend on its map's smaller side, and its counts of window rows and columns on each
+    side, all of which grow with the image, so a box keeps one geometry exactly when its two extreme corners do. Each side is first extended as far as it keeps the
     geometry with the other side fixed; then the upper (and lower) corner is pulled in until it agrees, from the side
     with more room.
     """
