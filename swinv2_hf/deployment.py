@@ -18,7 +18,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -228,16 +228,15 @@ def _difference(actual: tuple[torch.Tensor, ...], expected: tuple[torch.Tensor, 
     )
 
 
-@contextlib.contextmanager
-def _size_oblivious() -> Iterator[None]:
-    """torch.export reasoning that keeps size-1 dimensions (batch 1, a single window row) in a dynamic graph."""
+def _size_oblivious() -> contextlib.AbstractContextManager:
+    """torch.export reasoning that keeps size-1 dimensions (batch 1, a single window row) in a dynamic graph; a torch
+    without the switch exports as it does by default."""
     try:
         import torch.fx.experimental._config as fx_config
 
-        with fx_config.patch(backed_size_oblivious=True):
-            yield
+        return fx_config.patch(backed_size_oblivious=True)
     except (ImportError, AttributeError):
-        yield
+        return contextlib.nullcontext()
 
 
 def _dynamic_shapes(size_range: SizeRange, dynamic_batch: bool) -> dict:
@@ -273,7 +272,7 @@ def _export_onnx(
     torch.onnx.export(graph, (example,), str(path), dynamo=False, dynamic_axes={"pixel_values": axes}, **options)
 
 
-def _run_onnx(path: Path) -> callable:
+def _run_onnx(path: Path) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -371,7 +370,7 @@ def export(
 def _write(
     graph: GraphModule, example: torch.Tensor, path: Path, to: str, sizes: SizeRange, opset: int | None, exporter: str,
     quantize: str | None,
-) -> callable:  # fmt: skip
+) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:  # fmt: skip
     """Write the graph to `path`; return a function that runs the written file."""
     if to == "onnx":
         if quantize:

@@ -186,6 +186,7 @@ def window_chunk(hidden_states: torch.Tensor, rows_per_item: int, configured: in
     chunk = CHUNK_ROWS // max(rows_per_item, 1)
     return max(1, chunk) if chunk < items else None
 
+
 def linear(
     layer: nn.Module,
     hidden_states: torch.Tensor,

@@ -140,13 +140,15 @@ def shift_region_ids(length: int, window: int, shift: int, device: torch.device)
 class WindowLayout:
     """How one stage splits its (height, width) map into windows, shared by all its blocks.
 
-    `masks[shifted]` is None or an additive mask (B or 1, num_windows, N, N) for the blocks with that shift.
+    `masks[shifted]` is None or an additive mask (B or 1, num_windows, N, N) for the blocks with that shift; `padded`
+    whether the blocks pad the map (and crop it back), decided once per stage (`needs_padding`).
     """
 
     window: int
     shift: int
     pad_bottom: int
     pad_right: int
+    padded: bool
     masks: dict[bool, torch.Tensor | None]
 
 
@@ -168,9 +170,10 @@ def build_window_layout(
     window, shift = window_and_shift(height, width, window_size)
     pad_bottom, pad_right = padding_to_multiple(height, window), padding_to_multiple(width, window)
     padded_height, padded_width = height + pad_bottom, width + pad_right
+    padded = needs_padding(pad_bottom, pad_right)
 
     key_mask = None
-    if token_mask is not None or needs_padding(pad_bottom, pad_right):
+    if token_mask is not None or padded:
         valid = torch.ones(1, height, width, dtype=torch.bool, device=device) if token_mask is None else token_mask
         valid = F.pad(valid, (0, pad_right, 0, pad_bottom), value=False)  # (B, Hp, Wp)
 
@@ -191,7 +194,7 @@ def build_window_layout(
         different = regions.unsqueeze(-1) != regions.unsqueeze(-2)  # (1, nW, N, N)
         region_mask = torch.zeros(different.shape, dtype=dtype, device=device).masked_fill(different, SHIFT_MASK_FILL)
         masks[True] = region_mask + key_mask(shift) if key_mask else region_mask
-    return WindowLayout(window, shift, pad_bottom, pad_right, masks)
+    return WindowLayout(window, shift, pad_bottom, pad_right, padded, masks)
 
 
 def autocast_disabled(device: torch.device) -> contextlib.AbstractContextManager:
@@ -590,8 +593,7 @@ class SwinV2Block(GradientCheckpointingLayer):
         window, shift = layout.window, (layout.shift if self.shifted else 0)
         shortcut = hidden_states
         hidden_states = hidden_states.view(batch, height, width, channels)
-        padded = needs_padding(layout.pad_bottom, layout.pad_right)
-        if padded:
+        if layout.padded:
             hidden_states = F.pad(hidden_states, (0, 0, 0, layout.pad_right, 0, layout.pad_bottom))
         if shift:
             hidden_states = torch.roll(hidden_states, shifts=(-shift, -shift), dims=(1, 2))
@@ -603,7 +605,7 @@ class SwinV2Block(GradientCheckpointingLayer):
 
         if shift:
             hidden_states = torch.roll(hidden_states, shifts=(shift, shift), dims=(1, 2))
-        if padded:  # a copy: whether the crop is a no-op must not decide the layout of a traced graph
+        if layout.padded:  # a copy: whether the crop is a no-op must not decide the layout of a traced graph
             hidden_states = hidden_states[:, :height, :width].clone(memory_format=torch.contiguous_format)
         hidden_states = hidden_states.view(batch, height * width, channels)
 

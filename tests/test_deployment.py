@@ -235,6 +235,17 @@ def test_a_graph_over_its_bound_is_refused_and_not_written(tmp_path: Path) -> No
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"to": "torch-export", "quantize": "int8"}, "available for onnx"), ({"to": "tflite"}, "Unknown format"),
+     ({"exporter": "tracer"}, "Unknown ONNX exporter")],
+)
+def test_an_unsupported_combination_is_named_before_anything_is_written(options: dict, message: str, tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match=message):
+        export(build(), tmp_path / "model.out", **options)
+    assert list(tmp_path.iterdir()) == []
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # The command
 # ----------------------------------------------------------------------------------------------------------------------

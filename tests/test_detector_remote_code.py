@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -106,10 +107,6 @@ def saving_process_outputs(
     }
 
 
-# Every folder, loaded by path and by repo id in the remote process.
-EACH_LOAD = pytest.mark.parametrize(("name", "source"), [(name, source) for name in sorted(PROCESSORS) for source in SOURCES])
-
-
 @pytest.fixture(scope="module")
 def remote_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict, dict, Path]:
     """Save the three detectors with their processors and outputs, run REMOTE_SCRIPT on them against a Hub on
@@ -158,51 +155,48 @@ def test_remote_process_could_not_import_swinv2_hf(remote_run: tuple[dict, dict,
     assert report["import_blocked"] is True and report["swinv2_hf_modules"] == []
 
 
+@pytest.fixture(params=[(name, source) for name in sorted(PROCESSORS) for source in SOURCES], ids="/".join)
+def load(request: pytest.FixtureRequest, remote_run: tuple[dict, dict, dict, Path]) -> SimpleNamespace:
+    """One folder loaded one way (by path or by repo id) in the remote process: what it reported and output, this
+    process's outputs of the same folder, and the folder's auto_map."""
+    name, source = request.param
+    report, remote, expected, work = remote_run
+    key = f"{name}/{source}"
+    return SimpleNamespace(
+        classes=report["classes"][key], outputs=remote[key], detections=report["detections"][key],
+        resaved=report["resaved"][key], expected=expected[name],
+        auto_map=json.loads((work / name / "config.json").read_text())["auto_map"],
+    )  # fmt: skip
+
+
 @pytest.mark.slow
-@EACH_LOAD
-def test_detector_and_backbone_are_the_shipped_classes(
-    remote_run: tuple[dict, dict, dict, Path], name: str, source: str
-) -> None:
+def test_detector_and_backbone_are_the_shipped_classes(load: SimpleNamespace) -> None:
     """The model, the pipeline's model and the backbone in it come from the folders' code (the backbone from the first
     folder loaded: the process registers SwinV2 once)."""
-    report, _, _, work = remote_run
-    model, pipeline_model, backbone = report["classes"][f"{name}/{source}"]
-    auto_map = json.loads((work / name / "config.json").read_text())["auto_map"]
+    model, pipeline_model, backbone = load.classes
     assert model == pipeline_model and model.startswith("transformers_modules."), model
-    assert model.endswith(auto_map["AutoModelForObjectDetection"]), model
+    assert model.endswith(load.auto_map["AutoModelForObjectDetection"]), model
     assert backbone.startswith("transformers_modules.") and backbone.endswith("modeling_swinv2_hf.SwinV2Backbone")
 
 
 @pytest.mark.slow
-@EACH_LOAD
-def test_remote_outputs_equal_the_saving_process(
-    remote_run: tuple[dict, dict, dict, Path], name: str, source: str
-) -> None:
+def test_remote_outputs_equal_the_saving_process(load: SimpleNamespace) -> None:
     """Within the float32 bound: the other process may compute in another order (its own threads)."""
-    _, remote, expected, _ = remote_run
     for output in OUTPUTS:
-        assert_within_bound(remote[f"{name}/{source}"][output], expected[name]["float32"][output],
-                            expected[name]["float64"][output], name=output)  # fmt: skip
+        assert_within_bound(load.outputs[output], load.expected["float32"][output], load.expected["float64"][output],
+                            name=output)  # fmt: skip
 
 
 @pytest.mark.slow
-@EACH_LOAD
-def test_remote_pipeline_detects_as_the_saving_process(
-    remote_run: tuple[dict, dict, dict, Path], name: str, source: str
-) -> None:
+def test_remote_pipeline_detects_as_the_saving_process(load: SimpleNamespace) -> None:
     """The same classes and scores; compared sorted, since scores equal within rounding may come in either order."""
-    actual, saved = remote_run[0]["detections"][f"{name}/{source}"], remote_run[2][name]["detections"]
+    actual, saved = load.detections, load.expected["detections"]
     assert Counter(d["label"] for d in actual) == Counter(d["label"] for d in saved)
     np.testing.assert_allclose(sorted(d["score"] for d in actual), sorted(d["score"] for d in saved),
                                rtol=0, atol=FLOAT32_ERROR_FLOOR)  # fmt: skip
 
 
 @pytest.mark.slow
-@EACH_LOAD
-def test_a_remote_detector_saves_again_with_its_code(
-    remote_run: tuple[dict, dict, dict, Path], name: str, source: str
-) -> None:
-    report, _, _, work = remote_run
-    resaved = report["resaved"][f"{name}/{source}"]
-    assert set(CODE_FILES) <= set(resaved["files"])
-    assert resaved["auto_map"] == json.loads((work / name / "config.json").read_text())["auto_map"]
+def test_a_remote_detector_saves_again_with_its_code(load: SimpleNamespace) -> None:
+    assert set(CODE_FILES) <= set(load.resaved["files"])
+    assert load.resaved["auto_map"] == load.auto_map
