@@ -239,11 +239,10 @@ def _size_oblivious() -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
 
 
-def _dynamic_shapes(size_range: SizeRange, dynamic_batch: bool) -> dict:
+def _dynamic_shapes(size_range: SizeRange) -> dict:
+    """torch.export's dynamic dimensions: the batch, and height and width where the range spans more than one size."""
     dim = torch.export.Dim
-    shapes = {}
-    if dynamic_batch:
-        shapes[0] = dim("batch", min=1, max=MAX_BATCH)
+    shapes = {0: dim("batch", min=1, max=MAX_BATCH)}
     if size_range.min_height < size_range.max_height:
         shapes[2] = dim("height", min=size_range.min_height, max=size_range.max_height)
     if size_range.min_width < size_range.max_width:
@@ -252,18 +251,17 @@ def _dynamic_shapes(size_range: SizeRange, dynamic_batch: bool) -> dict:
 
 
 def _export_onnx(
-    graph: GraphModule, example: torch.Tensor, path: Path, size_range: SizeRange, dynamic_batch: bool,
-    opset: int | None, exporter: str,
-) -> None:  # fmt: skip
+    graph: GraphModule, example: torch.Tensor, path: Path, size_range: SizeRange, opset: int | None, exporter: str
+) -> None:
     options = dict(input_names=["pixel_values"], output_names=list(graph.names), external_data=False)
     if opset is not None:
         options["opset_version"] = opset
     if exporter == "dynamo":
         with _size_oblivious():
             torch.onnx.export(graph, (example,), str(path), dynamo=True,
-                              dynamic_shapes=_dynamic_shapes(size_range, dynamic_batch), **options)  # fmt: skip
+                              dynamic_shapes=_dynamic_shapes(size_range), **options)  # fmt: skip
         return
-    axes = {0: "batch"} if dynamic_batch else {}
+    axes = {0: "batch"}
     if size_range.min_height < size_range.max_height:
         axes[2] = "height"
     if size_range.min_width < size_range.max_width:
@@ -376,17 +374,17 @@ def _write(
         if quantize:
             float_path = path.with_name(path.name + ".float32")
             try:
-                _export_onnx(graph, example, float_path, sizes, True, opset, exporter)
+                _export_onnx(graph, example, float_path, sizes, opset, exporter)
                 _quantize_onnx(float_path, path)
             finally:
                 float_path.unlink(missing_ok=True)
         else:
-            _export_onnx(graph, example, path, sizes, True, opset, exporter)
+            _export_onnx(graph, example, path, sizes, opset, exporter)
         return _run_onnx(path)
     extra = {METADATA_KEY: json.dumps({"outputs": graph.names, "size_range": asdict(sizes)})}
     if to == "torch-export":
         with _size_oblivious():
-            program = torch.export.export(graph, (example,), dynamic_shapes=_dynamic_shapes(sizes, True))
+            program = torch.export.export(graph, (example,), dynamic_shapes=_dynamic_shapes(sizes))
         torch.export.save(program, path, extra_files=extra)
         module = torch.export.load(path).module()
         return lambda pixels: tuple(module(pixels))
