@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> None:
         report = deployment.export(
             deployment.load_model(args.model_dir), args.output, to=args.to, height=args.height, width=args.width,
             dynamic=args.dynamic_axes, opset=args.opset, exporter=args.exporter, quantize=args.quantize,
-            overwrite=args.overwrite,
+            overwrite=args.overwrite, inputs=[args.model_dir],
         )  # fmt: skip
         print(f"written: {report.summary()}")
     else:

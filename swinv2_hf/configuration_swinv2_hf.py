@@ -196,7 +196,7 @@ class SwinV2Config(BackboneConfigMixin, PretrainedConfig):
         self.initializer_range = initializer_range
         self.encoder_stride = encoder_stride
         self.mim_norm_target_patch_size = mim_norm_target_patch_size
-        self._validate()
+        self._validate(kwargs.get("num_labels"))
         for derived in ("num_layers", "hidden_size", "stage_names"):  # saved by to_dict, always recomputed
             kwargs.pop(derived, None)
         # Derived fields, kept here only: `num_layers` for `attribute_map`, `hidden_size` for VisionEncoderDecoder and
@@ -212,9 +212,17 @@ class SwinV2Config(BackboneConfigMixin, PretrainedConfig):
         """Channels of every entry of `stage_names` (the stem has the first stage's width)."""
         return [self.embed_dim] + [self.embed_dim * 2**index for index in range(self.num_layers)]
 
-    def _validate(self) -> None:
-        """Reject configs that would only fail later, deep inside the model, with the rule and the fix."""
+    def _validate(self, num_labels: int | None) -> None:
+        """Reject configs that would only fail later, deep inside the model, with the rule and the fix.
+
+        `num_labels` is checked as passed: transformers turns it into `id2label`, and a negative count into an empty
+        one, which reads back as 0 (no head) without a word.
+        """
         to_pair(self.image_size, "image_size")
+        integer = isinstance(num_labels, int) and not isinstance(num_labels, bool)
+        if num_labels is not None and (not integer or num_labels < 0):
+            raise ValueError(f"num_labels must be a non-negative integer (the classes of the head; 0 builds no head), "
+                             f"got {num_labels!r}.")
         for name in ("patch_size", "num_channels", "embed_dim", "window_size", "cpb_mlp_hidden_size", "encoder_stride"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:

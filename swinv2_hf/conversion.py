@@ -110,13 +110,18 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"Checkpoint file {path} does not exist.")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): a download or copy that was cut short. Fetch it again.")
     try:
         if path.endswith(".safetensors"):
             return load_file(path)
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (SafetensorError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
+    except (SafetensorError, RuntimeError, EOFError, IndexError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
+        # A pickle cut short raises a bare EOFError (no message) or, after its first byte, an IndexError.
+        lines = str(error).splitlines()
+        reason = f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
         raise CheckpointError(
-            f"{path} is not a readable checkpoint ({type(error).__name__}: {str(error).splitlines()[0][:200]}). "
+            f"{path} is not a readable checkpoint ({reason}). "
             "Is the file complete (a download cut short is truncated) and a PyTorch or safetensors file?"
         ) from error
     for container in ("model", "state_dict"):

@@ -18,15 +18,16 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .atomic import atomic_file
 from .configuration_swinv2_hf import SwinV2Config, to_pair
-from .hub_folder import atomic_file
+from .hub_folder import check_model_folder
 from .modeling_swinv2_hf import (
     SwinV2Backbone,
     SwinV2ForImageClassification,
@@ -161,18 +162,13 @@ class GraphModule(nn.Module):
 
 
 def load_model(model_dir: str | os.PathLike) -> SwinV2PreTrainedModel:
-    """The swinv2_hf model a saved folder holds, in eval mode, as the class its config names."""
+    """The swinv2_hf model a saved folder holds, in eval mode, as the class its config names.
+
+    Raises:
+        ValueError: a folder that is missing or holds no swinv2_hf model (`check_model_folder`), or an unknown class.
+    """
     folder = Path(model_dir)
-    if not folder.is_dir():
-        raise ExportError(f"{folder} is not a folder; pass a folder written by swinv2_hf (save_pretrained or convert).")
-    config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise ExportError(f"{folder} has no config.json: without it the architecture is unknown. Pass the folder that "
-                          "save_pretrained or swinv2-hf convert wrote.")
-    config = json.loads(config_file.read_text())
-    if config.get("model_type") != SwinV2Config.model_type:
-        raise ExportError(f"{folder} holds a {config.get('model_type')!r} model, not swinv2_hf; convert it first with "
-                          "swinv2-hf convert.")
+    config = check_model_folder(folder)
     classes = {model_class.__name__: model_class for model_class in (*_OUTPUTS, SwinV2Backbone)}
     architecture = (config.get("architectures") or ["SwinV2Model"])[0]
     if architecture not in classes:
@@ -318,6 +314,7 @@ def export(
     quantize: str | None = None,
     overwrite: bool = False,
     tolerance: float | None = None,
+    inputs: Sequence[str | os.PathLike] = (),
 ) -> ExportReport:
     """Write `model` as a graph in format `to` and return what was checked.
 
@@ -327,11 +324,12 @@ def export(
         exporter: For ONNX: "dynamo" (torch.export based, the default) or "torchscript" (torch's tracing exporter).
         quantize: "int8": ONNX through onnxruntime's dynamic quantization, TorchScript through torch.ao's.
         tolerance: The bound on the relative difference (default `TOLERANCE`, `INT8_TOLERANCE` with `quantize`).
+        inputs: The local paths `model` was read from (its folder), which `output` may never be or contain.
 
     Raises:
         ExportError: an unsupported combination, or a graph whose outputs differ from PyTorch's by more than the
             bound (nothing is written then).
-        FileExistsError: `output` exists and `overwrite` is not set.
+        FileExistsError: `output` exists and `overwrite` is not set, or is or holds one of `inputs`.
     """
     if to not in FORMATS:
         raise ExportError(f"Unknown format {to!r}; choose one of {FORMATS}.")
@@ -349,14 +347,14 @@ def export(
     sizes = size_range(config, height, width) if dynamic else SizeRange(height, height, width, width)
     example = example_input(config, batch_size, height, width)
     output = Path(output)
-    with atomic_file(output, overwrite) as temporary:
+    with atomic_file(output, overwrite, inputs) as temporary:
         run = _write(graph, example, temporary, to, sizes, opset, exporter, quantize)
-        inputs = checked_sizes(sizes, height, width, batch_size)
+        shapes = checked_sizes(sizes, height, width, batch_size)
         with torch.no_grad():
             difference = max(_difference(run(pixels), reference(pixels))
-                             for pixels in (example_input(config, *shape) for shape in inputs))  # fmt: skip
+                             for pixels in (example_input(config, *shape) for shape in shapes))  # fmt: skip
         tolerance = tolerance if tolerance is not None else INT8_TOLERANCE if quantize else TOLERANCE
-        report = ExportReport(str(output), to, graph.names, sizes, inputs, difference, tolerance, quantize)
+        report = ExportReport(str(output), to, graph.names, sizes, shapes, difference, tolerance, quantize)
         if not difference <= tolerance:
             raise ExportError(f"The {to} graph differs from the PyTorch model by {difference:.2e} (bound {tolerance:g}) "
                               "on the checked inputs; nothing written.")

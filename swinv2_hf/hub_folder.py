@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from transformers.image_utils import PILImageResampling
 from transformers.models.convnext.image_processing_pil_convnext import ConvNextImageProcessorPil
 from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
 
+from .atomic import MARKER, atomic_directory, atomic_file, prepare_output
 from .configuration_swinv2_hf import SwinV2Config, to_pair
 from .conversion import CheckpointError, check_state_dict, export_state_dict
 from .detection_swinv2_hf import OBJECT_DETECTORS
@@ -202,62 +201,6 @@ def verify(model: SwinV2PreTrainedModel, checkpoint: SourceCheckpoint) -> tuple[
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _give_default_mode(path: Path) -> None:
-    """tempfile makes private (0700/0600) paths; the output gets the mode a plain mkdir or open would give it."""
-    path.chmod((0o777 if path.is_dir() else 0o666) & ~_umask())
-
-
-def _refuse_existing(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass --overwrite to replace it, or choose another output path.")
-
-
-@contextmanager
-def atomic_directory(path: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
-    """A temporary sibling of `path` to write into, renamed to `path` only when the block completes: nothing is left
-    behind on failure, and an existing `path` is replaced only with `overwrite`."""
-    path = Path(path)
-    _refuse_existing(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
-    _give_default_mode(temporary)
-    try:
-        yield temporary
-        if path.exists():
-            retired = temporary.with_suffix(".old")
-            os.replace(path, retired)
-            os.replace(temporary, path)
-            shutil.rmtree(retired) if retired.is_dir() else retired.unlink()
-        else:
-            os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            shutil.rmtree(temporary)
-
-
-@contextmanager
-def atomic_file(path: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
-    """`atomic_directory` for a single file."""
-    path = Path(path)
-    _refuse_existing(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(handle)
-    temporary = Path(name)
-    _give_default_mode(temporary)
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def image_processor_for(config: SwinV2Config, preprocessing: Preprocessing) -> BaseImageProcessor:
     """The evaluation preprocessing as a transformers image processor that needs no torchvision.
 
@@ -330,16 +273,31 @@ def push_folder(folder: Path, repo_id: str, private: bool = False, commit_messag
     """Upload a folder to a Hub model repository (created when missing); returns the repository URL."""
     api = HfApi()
     url = api.create_repo(repo_id, private=private, exist_ok=True)
-    api.upload_folder(folder_path=folder, repo_id=repo_id, commit_message=commit_message or "Upload SwinV2 model")
+    api.upload_folder(folder_path=folder, repo_id=repo_id, commit_message=commit_message or "Upload SwinV2 model",
+                      ignore_patterns=[MARKER])  # fmt: skip
     return str(url)
 
 
 def read_id2label(path: str | os.PathLike) -> dict[int, str]:
-    """Class names from a JSON mapping (`{"0": "tench", ...}`) or a text file with one name per line."""
-    text = Path(path).read_text()
-    if Path(path).suffix == ".json":
-        return {int(index): str(name) for index, name in json.loads(text).items()}
-    return dict(enumerate(line.strip() for line in text.splitlines() if line.strip()))
+    """Class names from a JSON mapping (`{"0": "tench", ...}`) or a text file with one name per line.
+
+    Raises:
+        CheckpointError: a JSON file that is not a mapping of the indices 0..N-1 to names (the labels would shift).
+    """
+    path = Path(path)
+    text = path.read_text()
+    if path.suffix != ".json":
+        return dict(enumerate(line.strip() for line in text.splitlines() if line.strip()))
+    fix = 'Write it as {"0": "tench", "1": ...} or as a text file with one name per line.'
+    try:
+        id2label = {int(index): str(name) for index, name in json.loads(text).items()}
+    except (ValueError, AttributeError) as error:  # not JSON, a key that is not an integer, or not a mapping
+        raise CheckpointError(f"{path} is not a JSON mapping of class indices to names ({error}). {fix}") from error
+    missing = sorted(set(range(len(id2label))) - set(id2label))
+    if missing:
+        raise CheckpointError(f"{path} names no class {missing[0]}: its {len(id2label)} indices must be 0 to "
+                              f"{len(id2label) - 1}. {fix}")
+    return id2label
 
 
 def convert_checkpoint(
@@ -359,17 +317,22 @@ def convert_checkpoint(
 
     Raises:
         CheckpointError: the checkpoint, its architecture or its outputs disagree (nothing is written).
-        FileExistsError: `output_dir` exists and `overwrite` is off.
+        FileExistsError: `output_dir` exists and `overwrite` is off, is a folder swinv2_hf did not write, or is or
+            holds one of the input files (`prepare_output`).
     """
     output_dir = Path(output_dir)
-    _refuse_existing(output_dir, overwrite)  # before any work, not only before writing
+    inputs = [path for path in (checkpoint, config_path, id2label_path) if path is not None]
+    prepare_output(output_dir, overwrite, inputs)  # before any work, not only before writing
     loaded = read_source(source, checkpoint, model_name, config_path)
     if id2label_path is not None:
-        loaded.config.id2label = read_id2label(id2label_path)
-        if len(loaded.config.id2label) != loaded.config.num_labels:
+        id2label = read_id2label(id2label_path)
+        if len(id2label) != loaded.config.num_labels:  # before assigning: id2label sets num_labels
             raise CheckpointError(
-                f"{id2label_path} names {len(loaded.config.id2label)} classes, the head has {loaded.config.num_labels}."
+                f"--id2label {id2label_path} names {len(id2label)} classes, but the model has "
+                f"{loaded.config.num_labels} (the checkpoint's classifier head). Give one name per class."
             )
+        loaded.config.id2label = id2label
+        loaded.config.label2id = {name: index for index, name in id2label.items()}  # not updated by the line above
     model = build_model(loaded.config, loaded.state_dict)
     report = ConversionReport(
         source=source,
@@ -396,7 +359,7 @@ def convert_checkpoint(
         preprocessing=describe_preprocessing(loaded.config, loaded.preprocessing),
         conversion=report.summary(),
     )
-    with atomic_directory(output_dir, overwrite) as folder:
+    with atomic_directory(output_dir, overwrite, inputs) as folder:
         write_model_folder(folder, model, image_processor_for(loaded.config, loaded.preprocessing), facts, max_shard_size)
     report.output_dir = output_dir
     if push_to_hub:
@@ -453,6 +416,36 @@ def _export_config(config: SwinV2Config, target: str, processor: dict, transform
     }  # fmt: skip
 
 
+def check_model_folder(folder: str | os.PathLike) -> dict[str, Any]:
+    """The config.json of a local swinv2_hf model folder, refused in one line when there is none to read.
+
+    transformers' loaders fill a missing config.json with defaults (a different model, written without complaint),
+    load another model type's config with a warning only, and take a missing path for a Hub repository id (a network
+    error offline); the exports read local folders only, so each of these is a mistake to stop before any work.
+
+    Raises:
+        CheckpointError: a path that does not exist or is not a folder, no config.json, or another model type.
+    """
+    folder = Path(folder)
+    written_by = "Pass the folder that save_pretrained or swinv2-hf convert wrote."
+    if not folder.exists():
+        raise CheckpointError(f"{folder} does not exist. {written_by}")
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder} is not a folder. {written_by}")
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"{folder} has no config.json: without it the architecture is unknown. {written_by}")
+    try:
+        config = json.loads(config_file.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{config_file} is not valid JSON ({error}). {written_by}") from error
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if model_type != SwinV2Config.model_type:
+        raise CheckpointError(f"{folder} holds a {model_type!r} model, not {SwinV2Config.model_type}; convert it "
+                              "first with swinv2-hf convert.")
+    return config
+
+
 def export_folder(folder: str | os.PathLike, target: str, output: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write a swinv2_hf folder's weights in the `target` layout; returns the written path.
 
@@ -463,9 +456,12 @@ def export_folder(folder: str | os.PathLike, target: str, output: str | os.PathL
 
     Raises:
         CheckpointError: a target that cannot express the model, or a folder that is not a swinv2_hf model.
+        FileExistsError: `output` exists and `overwrite` is off, is a folder swinv2_hf did not write, or is or holds
+            `folder` (`prepare_output`).
     """
     folder, output = Path(folder), Path(output)
-    _refuse_existing(output, overwrite)
+    check_model_folder(folder)
+    prepare_output(output, overwrite, [folder])
     config = SwinV2Config.from_pretrained(folder)
     state_dict = _saved_task_layout(folder)
     transformers_class = _TRANSFORMERS_CLASSES[model_class_for(state_dict)]
@@ -474,12 +470,12 @@ def export_folder(folder: str | os.PathLike, target: str, output: str | os.PathL
     else:
         exported = export_state_dict(state_dict, target, config)
     if target == "original":
-        with atomic_file(output, overwrite) as temporary:
+        with atomic_file(output, overwrite, [folder]) as temporary:
             torch.save({"model": exported}, temporary)
         return output
     processor_file = folder / "preprocessor_config.json"
     processor = json.loads(processor_file.read_text()) if processor_file.is_file() else {}
-    with atomic_directory(output, overwrite) as temporary:
+    with atomic_directory(output, overwrite, [folder]) as temporary:
         save_file({key: value.contiguous() for key, value in exported.items()}, temporary / "model.safetensors")
         (temporary / "config.json").write_text(json.dumps(_export_config(config, target, processor, transformers_class), indent=2) + "\n")
         if target == "transformers" and processor_file.is_file():

@@ -895,6 +895,11 @@ class SwinV2PreTrainedModel(PreTrainedModel):
                 f"pixel_values must be a 4D tensor (batch, channels, height, width), got {shape}. "
                 "Add a batch dimension with pixel_values.unsqueeze(0) for a single image."
             )
+        if pixel_values.shape[0] == 0:
+            raise ValueError(
+                f"pixel_values holds no image (batch size 0, shape {tuple(pixel_values.shape)}). Pass at least one "
+                "image; an empty batch usually comes from an empty dataset split or a batch_size of 0."
+            )
         channels = self.config.num_channels
         if pixel_values.shape[1] != channels:
             raise ValueError(
@@ -970,6 +975,21 @@ class SwinV2Model(SwinV2PreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.projection
 
+    def check_bool_masked_pos(self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor) -> None:
+        """Reject a SimMIM mask the model cannot apply: one of another layout (a transposed (num_patches, B) mask
+        reshapes without error onto the wrong patches) or without a mask token to put in place of the patches."""
+        if self.embeddings.mask_token is None:
+            raise ValueError("bool_masked_pos needs a mask token: build the model with use_mask_token=True "
+                             "or use SwinV2ForMaskedImageModeling.")
+        patch = self.config.patch_size
+        rows, columns = -(-pixel_values.shape[2] // patch), -(-pixel_values.shape[3] // patch)  # whole patches, padded
+        flat, grid = (pixel_values.shape[0], rows * columns), (pixel_values.shape[0], rows, columns)
+        if tuple(bool_masked_pos.shape) not in (flat, grid):
+            raise ValueError(
+                f"bool_masked_pos has shape {tuple(bool_masked_pos.shape)}; for these pixel_values it must be "
+                f"(batch, num_patches) = {flat} or (batch, H/patch, W/patch) = {grid}, True where a patch is masked."
+            )
+
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
@@ -990,9 +1010,8 @@ class SwinV2Model(SwinV2PreTrainedModel):
                 canvas gives the features it gives alone (where both have the same windows).
         """
         self.check_pixel_values(pixel_values, pixel_mask)
-        if bool_masked_pos is not None and self.embeddings.mask_token is None:
-            raise ValueError("bool_masked_pos needs a mask token: build the model with use_mask_token=True "
-                             "or use SwinV2ForMaskedImageModeling.")
+        if bool_masked_pos is not None:
+            self.check_bool_masked_pos(pixel_values, bool_masked_pos)
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         return_dict = self.config.return_dict if return_dict is None else return_dict

@@ -1,5 +1,6 @@
 """What a training loop around SwinV2 needs beyond the model: the optimiser's parameter groups of the Swin recipe, and
-checkpoints of Accelerate's state that are written whole or not at all and resume only into the run that wrote them.
+checkpoints that are written whole or not at all, execute nothing when loaded, prove their files intact, and resume
+only into the run that wrote them.
 
 The example scripts (image classification with Accelerate and with Trainer, SimMIM, object detection) all use this
 module, so that a parameter is decayed, and a checkpoint saved, found and checked, in one way.
@@ -9,31 +10,49 @@ Parameter groups follow microsoft/Swin-Transformer and SimMIM (MIT): layer-wise 
 position embeddings and SimMIM's mask token (the original's `no_weight_decay(_keywords)`). transformers' Trainer
 decays every weight matrix, the position-bias MLP included, unless it is given these groups.
 
-A checkpoint is `<directory>/step_N`: `accelerator.save_state` plus `run_state.json`, the settings that fix the run's
-trajectory (architecture, data, batching, seed). It is written as `.step_N.partial` and renamed into place once every
-process has written its part, so a run killed while saving keeps its previous checkpoints, and `latest` never picks
-a half-written one.
+A checkpoint is `<directory>/step_N`: the weights and the optimiser state in safetensors, the schedule, the progress
+and every process's random states in JSON (Accelerate's `save_state` would pickle the last three, and its
+`load_state` unpickles them), and `run_state.json`: the settings that fix the run's trajectory (architecture, data,
+batching, seed) and each file's size and SHA-256. It is written as `.step_N.partial` and swapped into place once
+every process has written its part, so a run killed while saving keeps its previous checkpoints. Resuming checks
+every file against its hash before loading anything; `latest` takes the newest intact checkpoint and says what was
+wrong with any newer one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
+import logging
+import random
 import re
 import shutil
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
+from accelerate.utils import DistributedType, gather_object
+from safetensors import safe_open
+from safetensors.torch import load_model, save_file, save_model
+
+from .atomic import MARKER, atomic_directory, clear_leftovers
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
+logger = logging.getLogger(__name__)
+
 RUN_STATE = "run_state.json"
+CHECKPOINT_FORMAT = "swinv2_hf-checkpoint-2"
 CHECKPOINT_PREFIX = "step_"
+_CHECKPOINT_NAME = re.compile(rf"{CHECKPOINT_PREFIX}(\d+)")
+MODEL_FILE, OPTIMIZER_FILE, TRAINING_STATE_FILE = "model.safetensors", "optimizer.safetensors", "training_state.json"
+# Engines whose optimiser state only exists in their own pickled checkpoint format.
+_ENGINES_WITH_PICKLED_STATES = (DistributedType.DEEPSPEED, DistributedType.FSDP, DistributedType.MEGATRON_LM)
 # Parameters that never get weight decay, by name; every 1-D parameter (biases, norms) is exempt too.
 NO_WEIGHT_DECAY_KEYWORDS = ("logit_scale", "continuous_position_bias_mlp", "position_embeddings", "mask_token")
 _BLOCK = re.compile(r"encoder\.stages\.(\d+)\.(?:blocks\.(\d+)|downsample)\.")
@@ -109,8 +128,7 @@ def parameter_groups(
 
 
 class CheckpointedProgress:
-    """For a dataclass of where training stands, registered with `accelerator.register_for_checkpointing`: it is
-    saved with the model and optimiser and restored by `accelerator.load_state`."""
+    """For a dataclass of where training stands: saved in every checkpoint as JSON, restored on resume."""
 
     def state_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,15 +138,92 @@ class CheckpointedProgress:
             setattr(self, name, value)
 
 
+@dataclass
+class TrainingState:
+    """What a checkpoint saves and a resume restores, besides the random states: the prepared model, optimiser and
+    learning-rate schedule, and the loop's progress."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: Any
+    progress: CheckpointedProgress
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The step of a `step_N` folder; None for anything else (`step_20_backup`, files, hidden folders)."""
+    match = _CHECKPOINT_NAME.fullmatch(path.name)
+    return int(match[1]) if match and path.is_dir() else None
+
+
 def complete_checkpoints(directory: Path) -> list[Path]:
-    """The complete checkpoints in `directory`, oldest first."""
-    found = [path for path in directory.glob(f"{CHECKPOINT_PREFIX}*") if (path / RUN_STATE).is_file()]
-    return sorted(found, key=lambda path: int(path.name.removeprefix(CHECKPOINT_PREFIX)))
+    """The checkpoints in `directory` that were written to the end (they have a run state), oldest first. Whether
+    their files are intact is `checkpoint_damage`'s question."""
+    found = [path for path in directory.glob(f"{CHECKPOINT_PREFIX}*")
+             if checkpoint_step(path) is not None and (path / RUN_STATE).is_file()]  # fmt: skip
+    return sorted(found, key=checkpoint_step)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_run_state(checkpoint: Path) -> dict[str, Any]:
+    """The run state of a checkpoint; ValueError saying why it cannot be one of ours."""
+    try:
+        saved = json.loads((checkpoint / RUN_STATE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{RUN_STATE} is unreadable ({error})") from error
+    if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{RUN_STATE} is not of this checkpoint format ({CHECKPOINT_FORMAT}); checkpoints of "
+                         "earlier versions held pickles, which are not loaded")  # fmt: skip
+    return saved
+
+
+def checkpoint_damage(checkpoint: Path) -> str | None:
+    """What is wrong with a checkpoint's files, checked against the sizes and SHA-256 hashes its run state recorded
+    when it was saved; None when every file is intact. Nothing is loaded."""
+    try:
+        saved = _read_run_state(checkpoint)
+    except ValueError as error:
+        return str(error)
+    files = saved["files"]
+    expected = {MODEL_FILE, OPTIMIZER_FILE, TRAINING_STATE_FILE, *map(_random_states_file, range(saved["processes"]))}
+    if expected - set(files):
+        return f"{RUN_STATE} lists no {', '.join(sorted(expected - set(files)))}"
+    for name, recorded in files.items():
+        path = checkpoint / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != recorded["bytes"]:
+            return f"{name} has {path.stat().st_size} bytes where {recorded['bytes']} were saved"
+        if _sha256(path) != recorded["sha256"]:
+            return f"{name} differs from its SHA-256 recorded at saving"
+    return None
+
+
+def _newest_intact(directory: Path) -> Path:
+    """The newest checkpoint in `directory` whose files are intact; one warning names the damaged newer ones."""
+    damaged = []
+    for checkpoint in reversed(complete_checkpoints(directory)):
+        damage = checkpoint_damage(checkpoint)
+        if damage is None:
+            if damaged:
+                logger.warning(f"Resuming from {checkpoint.name}, not from the newer {'; '.join(damaged)}.")
+            return checkpoint
+        damaged.append(f"{checkpoint.name} ({damage})")
+    found = f": {'; '.join(damaged)}" if damaged else ""
+    raise InputError(f"--resume_from_checkpoint latest: no intact {CHECKPOINT_PREFIX}N checkpoint in {directory}"
+                     f"{found}. Start a new run with --overwrite_output_dir.")  # fmt: skip
 
 
 def checkpoint_to_resume(requested: str | Path | None, directory: Path, overwrite: bool) -> Path | None:
-    """The checkpoint `--resume_from_checkpoint` names ('latest': the newest complete one in `directory`), or None
-    for a new run, which must not bury the checkpoints of an earlier one unless `overwrite` says so."""
+    """The checkpoint `--resume_from_checkpoint` names, its files checked ('latest': the newest intact one in
+    `directory`), or None for a new run, which must not bury the checkpoints of an earlier one unless `overwrite`
+    says so."""
     if requested is None:
         if complete_checkpoints(directory) and not overwrite:
             raise InputError(
@@ -137,17 +232,17 @@ def checkpoint_to_resume(requested: str | Path | None, directory: Path, overwrit
             )
         return None
     if str(requested) == "latest":
-        found = complete_checkpoints(directory)
-        if not found:
-            raise InputError(f"--resume_from_checkpoint latest: no complete {CHECKPOINT_PREFIX}N checkpoint in "
-                             f"{directory}.")  # fmt: skip
-        return found[-1]
+        return _newest_intact(directory)
     path = Path(requested)
     if not (path / RUN_STATE).is_file():
         raise InputError(
             f"--resume_from_checkpoint {path} is not a checkpoint of this script (no {RUN_STATE}); give a "
             f"{CHECKPOINT_PREFIX}N folder of {directory} or 'latest'."
         )
+    damage = checkpoint_damage(path)
+    if damage is not None:
+        raise InputError(f"--resume_from_checkpoint {path} is damaged: {damage}. Resume from another checkpoint or "
+                         "'latest' (the newest intact one).")  # fmt: skip
     return path
 
 
@@ -170,39 +265,145 @@ def check_same_run(checkpoint: Path, saved: dict[str, Any], expected: dict[str, 
 
 
 def check_run_state(checkpoint: Path, expected: dict[str, Any]) -> None:
-    """`check_same_run` against the run state saved in one of our checkpoints."""
-    check_same_run(checkpoint, json.loads((checkpoint / RUN_STATE).read_text()), expected)
+    """`check_same_run` against the settings saved in one of our checkpoints."""
+    check_same_run(checkpoint, _read_run_state(checkpoint)["settings"], expected)
 
 
 def prepare_checkpoint_directory(accelerator: Accelerator, directory: Path, resuming: bool) -> None:
-    """Drop what a killed run left half-written and, for a new run, the checkpoints of the old one."""
+    """Clear what a killed save left (`atomic.clear_leftovers`) and, for a new run, drop the checkpoints of the old
+    one; nothing else in `directory` is touched."""
     if accelerator.is_main_process and directory.is_dir():
-        for partial in directory.glob(f".{CHECKPOINT_PREFIX}*"):
-            shutil.rmtree(partial)
-        if not resuming:
-            shutil.rmtree(directory)
+        clear_leftovers(directory)
+        for checkpoint in [] if resuming else complete_checkpoints(directory):
+            shutil.rmtree(checkpoint)
     accelerator.wait_for_everyone()
+
+
+def check_checkpointable(accelerator: Accelerator) -> None:
+    """Refuse checkpoints where the engine keeps the optimiser's state in its own pickled format."""
+    if accelerator.distributed_type in _ENGINES_WITH_PICKLED_STATES:
+        raise InputError(
+            f"Checkpoints under {accelerator.distributed_type.value} would hold the engine's pickled optimiser state, "
+            "which a resume would have to unpickle. Train without --checkpointing_steps/--resume_from_checkpoint, "
+            "or checkpoint with one process or DDP."
+        )
+
+
+def _random_states_file(process: int) -> str:
+    return f"random_states_{process}.json"
+
+
+def _random_states() -> dict[str, Any]:
+    """This process's generators as plain data (Python's and numpy's states are integer tuples and arrays)."""
+    numpy_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+        "torch": torch.get_rng_state().tolist(),
+        "cuda": [state.tolist() for state in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+    }
+
+
+def _set_random_states(states: dict[str, Any]) -> None:
+    version, python_state, gauss = states["python"]
+    random.setstate((version, tuple(python_state), gauss))
+    kind, keys, *rest = states["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(torch.tensor(states["torch"], dtype=torch.uint8))
+    if states["cuda"]:
+        torch.cuda.set_rng_state_all([torch.tensor(state, dtype=torch.uint8) for state in states["cuda"]])
+
+
+def _save_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
+    """The optimiser's state tensors in safetensors, its groups and scalar state as JSON in the header."""
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, values in state["state"].items():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(index), {})[name] = value
+    metadata = {"param_groups": json.dumps(state["param_groups"]), "scalars": json.dumps(scalars)}
+    save_file(tensors, path, metadata=metadata)
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
+    with safe_open(path, framework="pt") as file:
+        metadata = file.metadata()
+        state: dict[int, dict[str, Any]] = {int(index): dict(values)
+                                            for index, values in json.loads(metadata["scalars"]).items()}  # fmt: skip
+        for key in file.keys():
+            index, name = key.split(".", 1)
+            state.setdefault(int(index), {})[name] = file.get_tensor(key)
+    optimizer.load_state_dict({"state": state, "param_groups": json.loads(metadata["param_groups"])})
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=2) + "\n")
 
 
 def save_checkpoint(
-    accelerator: Accelerator, directory: Path, step: int, run_state: dict[str, Any], keep: int | None = None
+    accelerator: Accelerator,
+    directory: Path,
+    step: int,
+    run_state: dict[str, Any],
+    training: TrainingState,
+    keep: int | None = None,
 ) -> Path:
-    """`accelerator.save_state` (every process writes its part) into a partial folder renamed into place when
-    complete; a step saved before (by the run a resumed one continues) is replaced. Then only the newest `keep`
-    checkpoints stay (None: all)."""
+    """Write `step_N` with nothing that needs a pickle to be read: the weights and the optimiser state in
+    safetensors, schedule, progress and every process's random states in JSON, then `run_state.json` (the run's
+    settings and each file's size and SHA-256). The main process writes it as an atomic output (whole or absent; a
+    step saved before, by the run a resumed one continues, is replaced). Then only the newest `keep` checkpoints stay
+    (None: all)."""
     final = directory / f"{CHECKPOINT_PREFIX}{step}"
-    partial, retired = directory / f".{final.name}.partial", directory / f".{final.name}.old"
+    random_states = gather_object([_random_states()])  # every process's, in process order
     if accelerator.is_main_process:
-        shutil.rmtree(partial, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(partial))
-    if accelerator.is_main_process:
-        (partial / RUN_STATE).write_text(json.dumps(as_json(run_state), indent=2) + "\n")
-        if final.exists():
-            os.replace(final, retired)
-        os.replace(partial, final)
-        shutil.rmtree(retired, ignore_errors=True)
+        with atomic_directory(final, overwrite=True) as folder:
+            save_model(accelerator.unwrap_model(training.model), folder / MODEL_FILE)
+            _save_optimizer(training.optimizer, folder / OPTIMIZER_FILE)
+            scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
+            _write_json(folder / TRAINING_STATE_FILE, {
+                "progress": training.progress.state_dict(), "lr_scheduler": training.lr_scheduler.state_dict(),
+                "accelerator_step": accelerator.step, "grad_scaler": scaler,
+            })  # fmt: skip
+            for process, states in enumerate(random_states):
+                _write_json(folder / _random_states_file(process), states)
+            files = {path.name: {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+                     for path in folder.iterdir() if path.name != MARKER}  # fmt: skip
+            _write_json(folder / RUN_STATE, {"format": CHECKPOINT_FORMAT, "settings": as_json(run_state),
+                                             "processes": accelerator.num_processes, "files": files})  # fmt: skip
         for old in complete_checkpoints(directory)[:-keep] if keep else []:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
     return final
+
+
+def _loaded(path: Path, load: Callable[[], Any]) -> Any:
+    """`load()`, with any failure reported as one line naming the file."""
+    try:
+        return load()
+    except Exception as error:  # a file that passed its hash yet does not fit: another model, or planted content
+        raise InputError(f"{path} cannot be loaded into this run ({type(error).__name__}: "
+                         f"{str(error).strip().splitlines()[0] if str(error).strip() else 'no detail'}).") from error
+
+
+def load_checkpoint(accelerator: Accelerator, checkpoint: Path, training: TrainingState) -> None:
+    """Restore what `save_checkpoint` wrote, from safetensors and JSON only (nothing is unpickled); the files were
+    checked against their recorded hashes when the checkpoint was chosen."""
+    processes = _read_run_state(checkpoint)["processes"]
+    if processes != accelerator.num_processes:
+        raise InputError(f"{checkpoint} was saved by {processes} processes and holds their random states; resume "
+                         f"it with {processes} processes, not {accelerator.num_processes}.")  # fmt: skip
+    model = accelerator.unwrap_model(training.model)
+    _loaded(checkpoint / MODEL_FILE, lambda: load_model(model, checkpoint / MODEL_FILE, strict=True))
+    _loaded(checkpoint / OPTIMIZER_FILE, lambda: _load_optimizer(training.optimizer, checkpoint / OPTIMIZER_FILE))
+    path = checkpoint / TRAINING_STATE_FILE
+    state = _loaded(path, lambda: json.loads(path.read_text()))
+    _loaded(path, lambda: training.lr_scheduler.load_state_dict(state["lr_scheduler"]))
+    _loaded(path, lambda: training.progress.load_state_dict(state["progress"]))
+    accelerator.step = state["accelerator_step"]
+    if accelerator.scaler is not None and state["grad_scaler"] is not None:
+        accelerator.scaler.load_state_dict(state["grad_scaler"])
+    path = checkpoint / _random_states_file(accelerator.process_index)
+    _loaded(path, lambda: _set_random_states(json.loads(path.read_text())))

@@ -145,16 +145,24 @@ def test_attribute_map() -> None:
         ({"mim_norm_target_patch_size": 46}, "mim_norm_target_patch_size"),
         ({"attention_chunk_size": -1}, "attention_chunk_size"),
         ({"image_size": 0}, "image_size"),
+        ({"num_labels": -1}, "num_labels"),
+        ({"num_labels": 2.5}, "num_labels"),
     ],
     ids=[
         "heads-length", "pretrained-windows-length", "width-not-divisible", "window-0", "window-negative",
         "mlp-ratio-nan", "eps-nan", "drop-path-inf", "drop-path-1.5", "unknown-stage", "pretrained-window-1",
-        "even-mim-patch", "negative-chunk", "image-size-0",
+        "even-mim-patch", "negative-chunk", "image-size-0", "negative-labels", "fractional-labels",
     ],
 )
 def test_invalid_config_names_the_field(overrides: dict[str, Any], field: str) -> None:
     with pytest.raises(ValueError, match=re.escape(field)):
         tiny_config(**overrides)
+
+
+def test_zero_labels_still_means_no_head() -> None:
+    """0 stays allowed, unlike a negative count: the classifier then returns the pooled features (as timm's)."""
+    assert tiny_config(num_labels=0).num_labels == 0
+    assert isinstance(SwinV2ForImageClassification(tiny_config(num_labels=0)).classifier, torch.nn.Identity)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

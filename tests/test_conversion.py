@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import FIXTURES, load_case, randomize_weights
+from conftest import FIXTURES, load_case, randomize_weights, tiny_config
 from safetensors.torch import load_file
 from test_original_parity import (
     FLOAT64_ATOL,
@@ -357,12 +357,44 @@ def test_keys_that_do_not_fit_the_config(capsys: pytest.CaptureFixture, tmp_path
     assert all(part in error for part in expected), error
 
 
-@pytest.mark.parametrize("content", ["truncated", "text"])
-def test_unreadable_checkpoint(capsys: pytest.CaptureFixture, tmp_path: Path, content: str) -> None:
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("truncated", "is not a readable checkpoint"), ("text", "is not a readable checkpoint"),
+     ("empty", "is empty (0 bytes)"), ("pickle_cut_short", "is not a readable checkpoint (EOFError)")],
+)  # fmt: skip
+def test_unreadable_checkpoint(capsys: pytest.CaptureFixture, tmp_path: Path, content: str, message: str) -> None:
+    """An empty file and a pickle cut after its protocol header raise errors without a message; each still gets one."""
     data = (FIXTURES / "case_A_ms.pth").read_bytes()
-    (tmp_path / "bad.pth").write_bytes(data[: len(data) // 2] if content == "truncated" else b"not a checkpoint\n")
+    contents = {"truncated": data[: len(data) // 2], "text": b"not a checkpoint\n", "empty": b"",
+                "pickle_cut_short": b"\x80\x02"}  # fmt: skip
+    (tmp_path / "bad.pth").write_bytes(contents[content])
     error = fails_cleanly(capsys, tmp_path, *case_a_arguments(tmp_path / "bad.pth"))
-    assert "is not a readable checkpoint" in error
+    assert message in error and len(error.strip().splitlines()) == 1, error
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("a\nb\nc\n", "labels.txt names 3 classes, but the model has 10"),
+     ('["a", "b"]', "labels.json is not a JSON mapping of class indices to names"),
+     ('{"1": "a", "2": "b"}', "labels.json names no class 0")],
+    ids=["wrong-count", "json-list", "json-indices-from-1"],
+)  # fmt: skip
+def test_id2label_file_that_does_not_fit(
+    capsys: pytest.CaptureFixture, tmp_path: Path, content: str, message: str
+) -> None:
+    """The class-names file is blamed, with its count and the head's, not the checkpoint."""
+    labels = tmp_path / ("labels.txt" if content.endswith("\n") else "labels.json")
+    labels.write_text(content)
+    error = fails_cleanly(capsys, tmp_path, *case_a_arguments(FIXTURES / "case_A_ms.pth"), "--id2label", str(labels))
+    assert message in error and len(error.strip().splitlines()) == 1, error
+
+
+def test_id2label_file_names_the_classes(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(f"digit {index}\n" for index in range(10)))
+    config = json.loads((convert(tmp_path, *case_a_arguments(FIXTURES / "case_A_ms.pth"), "--id2label", str(labels))
+                         / "config.json").read_text())
+    assert config["id2label"]["3"] == "digit 3" and config["label2id"]["digit 3"] == 3
 
 
 def test_wrong_pretrained_window_names_the_implied_one(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
@@ -375,14 +407,39 @@ def test_wrong_pretrained_window_names_the_implied_one(capsys: pytest.CaptureFix
 
 
 def test_existing_output_needs_overwrite(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
-    output = tmp_path / "existing"
-    output.mkdir()
+    """An earlier conversion is replaced only with --overwrite (folders swinv2_hf did not write never: test_faults)."""
+    output = convert(tmp_path, *case_a_arguments(FIXTURES / "case_A_ms.pth"), name="existing")
     (output / "keep.txt").write_text("mine")
     arguments = ["convert", *case_a_arguments(FIXTURES / "case_A_ms.pth"), "--output-dir", str(output)]
     assert main(arguments) == BAD_INPUT and "--overwrite" in capsys.readouterr().err
     assert (output / "keep.txt").read_text() == "mine"
     assert main([*arguments, "--overwrite"]) == 0
     assert not (output / "keep.txt").exists() and (output / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("target", ["original", "timm"])
+@pytest.mark.parametrize(
+    ("prepare", "message"),
+    [("missing", "does not exist"), ("no_config", "has no config.json"), ("other_model", "convert it first")],
+)
+def test_export_refuses_a_folder_without_a_swinv2_hf_model(
+    capsys: pytest.CaptureFixture, tmp_path: Path, target: str, prepare: str, message: str
+) -> None:
+    """Weights without their config.json (which transformers would fill with defaults) or under another model type
+    are refused in one line; a missing folder is reported as missing, not as a Hub repository id out of reach."""
+    folder = tmp_path / "model"
+    if prepare != "missing":
+        modeling.SwinV2ForImageClassification(tiny_config()).save_pretrained(folder)
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").unlink()
+        if prepare == "other_model":
+            (folder / "config.json").write_text(json.dumps({**config, "model_type": "swinv2"}))
+    output = tmp_path / ("exported.pth" if target == "original" else "exported")
+    capsys.readouterr()  # save_pretrained's progress bar
+    assert main(["export", "--model-dir", str(folder), "--to", target, "--output", str(output)]) == BAD_INPUT
+    error = capsys.readouterr().err
+    assert message in error and len(error.strip().splitlines()) == 1, error
+    assert not output.exists()
 
 
 def test_failed_verification_writes_nothing(

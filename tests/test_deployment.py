@@ -266,7 +266,7 @@ def test_command_writes_a_checked_onnx_file(tmp_path: Path, capsys: pytest.Captu
 
 @pytest.mark.parametrize(
     ("prepare", "message"),
-    [("missing", "is not a folder"), ("no_config", "has no config.json"), ("other_model", "convert it first")],
+    [("missing", "does not exist"), ("no_config", "has no config.json"), ("other_model", "convert it first")],
 )
 def test_command_names_a_folder_it_cannot_export(prepare: str, message: str, tmp_path: Path, capsys) -> None:
     folder = tmp_path / "model"

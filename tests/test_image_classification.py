@@ -28,6 +28,7 @@ from sklearn.metrics import top_k_accuracy_score
 from transformers import AutoImageProcessor, AutoModelForImageClassification, TrainingArguments, pipeline
 
 from swinv2_hf import SwinV2Config, SwinV2ForImageClassification
+from swinv2_hf.atomic import MARKER
 from swinv2_hf.deployment import export
 from swinv2_hf.hub_folder import image_processor_for
 from swinv2_hf.training import RUN_STATE, InputError, complete_checkpoints, parameter_groups
@@ -50,6 +51,7 @@ MIN_QUICK_ACCURACY = 0.8
 MAX_SCRIPT_DIFFERENCE = 0.1
 EXPECTED_FILES = ["README.md", "config.json", "configuration_swinv2_hf.py", "kernels.py", "model.safetensors",
                   "modeling_swinv2_hf.py", "preprocessor_config.json"]  # fmt: skip
+WRITTEN_FILES = sorted([*EXPECTED_FILES, MARKER])  # what a run writes; its marker is not pushed
 
 
 def run_script(script: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -121,7 +123,7 @@ def test_accelerate_run_learns_digits_and_publishes_a_complete_folder(accelerate
     assert len(results["train_losses"]) == 8 * 20  # 640 images in batches of 32
     assert accelerate_run.pushed == EXPECTED_FILES
     model_dir = accelerate_run.output_dir / common.MODEL_FOLDER
-    assert sorted(path.name for path in model_dir.iterdir()) == EXPECTED_FILES
+    assert sorted(path.name for path in model_dir.iterdir()) == WRITTEN_FILES
     card = (model_dir / "README.md").read_text()
     assert f"value: {round(100 * results['test_top1_accuracy'], 2)}" in card  # the model-index holds the measurement
     assert "## Training and results" in card and "digits" in card
@@ -194,7 +196,7 @@ def test_trainer_script_reaches_the_accuracy_of_the_accelerate_script(
     assert trainer > MIN_QUICK_ACCURACY
     assert abs(trainer - accelerate) <= MAX_SCRIPT_DIFFERENCE
     assert [step for step, _ in trainer_run.results["train_losses"]] == list(range(10, 161, 10))  # logged every 10
-    assert sorted(p.name for p in (trainer_run.output_dir / common.MODEL_FOLDER).iterdir()) == EXPECTED_FILES
+    assert sorted(p.name for p in (trainer_run.output_dir / common.MODEL_FOLDER).iterdir()) == WRITTEN_FILES
 
 
 @pytest.mark.slow
@@ -210,44 +212,6 @@ def test_fine_tunes_the_written_folder_at_a_larger_resolution_and_window(
     config = SwinV2Config.from_pretrained(tmp_path / "transfer" / common.MODEL_FOLDER)
     # 32 px, patch 4, window 4: maps of 8, 4 and 2, attended in 4x4, 4x4 and (clipped) 2x2 windows; at 64 px, window 8.
     assert (config.image_size, config.window_size, config.pretrained_window_sizes) == (64, 8, [4, 4, 2])
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Resume
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_resume_after_kill_continues_the_same_loss_curve(tmp_path: Path) -> None:
-    """Mixup/cutmix, accumulation and checkpoints mid-epoch: a run killed after its first checkpoint and resumed
-    logs exactly the losses of a run never interrupted, and ends with the same weights."""
-    args = ["--max_train_samples", "192", "--max_eval_samples", "40", "--num_train_epochs", "3",
-            "--per_device_train_batch_size", "16", "--gradient_accumulation_steps", "2", "--checkpointing_steps", "2",
-            "--mixup_alpha", "0.2", "--cutmix_alpha", "1.0"]  # fmt: skip
-    whole = in_process(run_classification.main, [*args, "--output_dir", str(tmp_path / "whole")])
-
-    killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, str(SCRIPTS / "run_classification.py"), *args, "--output_dir",
-                                str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.monotonic() + 300
-    while not complete_checkpoints(killed / run_classification.CHECKPOINTS):
-        assert process.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
-        time.sleep(0.02)
-    assert process.poll() is None, "the run finished before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (killed / common.MODEL_FOLDER).exists()
-    continued = in_process(run_classification.main, [*args, "--output_dir", str(killed), "--resume_from_checkpoint",
-                                                     "latest"])  # fmt: skip
-
-    assert continued == json.loads((killed / common.RESULTS_FILE).read_text())
-    assert len(whole["train_losses"]) == 18  # 3 epochs of 6 steps (12 batches of 16, 2 per step)
-    assert continued["train_losses"] == whole["train_losses"]
-    assert continued["evaluations"] == whole["evaluations"]
-    assert continued["test_top1_accuracy"] == whole["test_top1_accuracy"]
-    expected = load_file(tmp_path / "whole" / common.MODEL_FOLDER / "model.safetensors")
-    for name, tensor in load_file(killed / common.MODEL_FOLDER / "model.safetensors").items():
-        assert torch.equal(tensor, expected[name]), name
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -282,6 +246,12 @@ SCRIPT_MAINS = {"accelerate": run_classification.main, "trainer": run_classifica
 def test_image_folder_with_one_class_is_refused(main, tmp_path: Path) -> None:
     folder = image_folder(tmp_path / "images", {"cats": 4})
     fails_cleanly(main, ["--train_dir", str(folder)], tmp_path / "out", "1 class folder(s) ['cats']", "own sub-folder")
+
+
+@pytest.mark.parametrize("main", SCRIPT_MAINS.values(), ids=SCRIPT_MAINS.keys())
+@pytest.mark.parametrize("flag", ["--per_device_train_batch_size", "--per_device_eval_batch_size"])
+def test_a_batch_of_zero_is_refused(main, flag: str, tmp_path: Path) -> None:
+    fails_cleanly(main, [flag, "0"], tmp_path / "out", f"{flag} must be positive, got 0.")
 
 
 def test_corrupt_image_is_named(tmp_path: Path) -> None:

@@ -259,6 +259,16 @@ def test_simmim_rejects_sides_not_multiple_of_encoder_stride() -> None:
         model(images(1, 36, 32))
 
 
+@pytest.mark.parametrize("layout", ["transposed", "too_few_patches", "other_grid"])
+def test_simmim_mask_of_another_shape_is_rejected(layout: str) -> None:
+    """A transposed (num_patches, B) mask has the right size, so a reshape alone would take it (another loss)."""
+    flat = random_patch_mask(2, 16)
+    mask = {"transposed": flat.T, "too_few_patches": flat[:, :100], "other_grid": flat.view(2, 32, 8)}[layout]
+    with pytest.raises(ValueError, match="bool_masked_pos") as error:
+        make_model(SwinV2ForMaskedImageModeling)(images(2, 32, 32), bool_masked_pos=mask)
+    assert all(shape in str(error.value) for shape in (str(tuple(mask.shape)), "(2, 256)", "(2, 16, 16)"))
+
+
 def test_bool_masked_pos_without_mask_token_is_rejected() -> None:
     model = make_model(SwinV2Model)
     with pytest.raises(ValueError, match="mask token"):
@@ -276,6 +286,7 @@ BAD_INPUTS = {
     "float64": (lambda: images(2, 32, 32).double(), None, "float64"),
     "uint8": (lambda: images(2, 32, 32).clamp(0, 1).mul(255).to(torch.uint8), None, "uint8"),
     "pixel_mask_shape": (lambda: images(2, 32, 32), lambda: torch.ones(2, 16, 16), "pixel_mask"),
+    "empty_batch": (lambda: images(0, 32, 32), None, "batch size 0"),
 }
 
 

@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     args = parse_args(argv)
     graph = args.output or args.model_dir.parent / "model-int8.onnx"
     if not graph.exists():
-        report = export(load_model(args.model_dir), graph, to="onnx", exporter="torchscript", dynamic=True, quantize="int8")
+        report = export(load_model(args.model_dir), graph, to="onnx", exporter="torchscript", dynamic=True,
+                        quantize="int8", inputs=[args.model_dir])
         print(f"wrote {report.summary()}")
     data = common.load_data(common.DataArguments())
     example = data.splits["test"][args.index]

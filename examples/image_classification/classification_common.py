@@ -33,14 +33,9 @@ from transformers import AutoImageProcessor, pipeline
 from transformers.image_processing_utils import BaseImageProcessor
 
 from swinv2_hf import PRESETS, SwinV2Config, SwinV2ForImageClassification
+from swinv2_hf.atomic import atomic_directory, atomic_file, prepare_output
 from swinv2_hf.configuration_swinv2_hf import to_pair
-from swinv2_hf.hub_folder import (
-    atomic_directory,
-    atomic_file,
-    describe_preprocessing,
-    push_folder,
-    write_model_folder,
-)
+from swinv2_hf.hub_folder import describe_preprocessing, push_folder, write_model_folder
 from swinv2_hf.model_card import CardFacts
 from swinv2_hf.sources import IMAGENET_MEAN, IMAGENET_STD, ORIGINAL_CROP_FRACTION, Preprocessing
 from swinv2_hf.training import InputError, as_json
@@ -738,13 +733,34 @@ def push_target(push_to_hub: bool, hub_model_id: str | None) -> str | None:
     return hub_model_id if push_to_hub else None
 
 
-def refuse_existing_output(output_dir: Path, overwrite: bool) -> None:
-    """A finished run's model folder is replaced only with --overwrite_output_dir, checked before any work."""
-    if (output_dir / MODEL_FOLDER).exists() and not overwrite:
-        raise InputError(
-            f"{output_dir / MODEL_FOLDER} exists (a finished run). Pass --overwrite_output_dir to replace it, or "
-            "choose another --output_dir."
-        )
+def run_inputs(data: DataArguments, model: ModelArguments, resume_from_checkpoint: str | None) -> list[str]:
+    """The local paths a run reads, which its outputs may never replace: the model folder or config file, the image
+    folders, the datasets cache and the checkpoint to resume (presets, cached dataset names and 'latest' are not
+    paths; 'latest' lies in the run's checkpoints, beside the model folder)."""
+    named = (model.model_name_or_path, data.train_dir, data.validation_dir, data.test_dir, data.dataset_cache_dir,
+             resume_from_checkpoint)  # fmt: skip
+    return [path for path in named if path is not None and Path(path).exists()]
+
+
+# Arguments that only make sense above zero, in both scripts (a batch of 0 fails deep inside a data loader).
+POSITIVE_ARGUMENTS = ("learning_rate", "num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size",
+                      "gradient_accumulation_steps")  # fmt: skip
+
+
+def require_positive(arguments: Any) -> None:
+    """Refuse a non-positive value of any of `POSITIVE_ARGUMENTS` in one line."""
+    for name in POSITIVE_ARGUMENTS:
+        if getattr(arguments, name) <= 0:
+            raise InputError(f"--{name} must be positive, got {getattr(arguments, name)}.")
+
+
+def refuse_existing_output(output_dir: Path, overwrite: bool, inputs: Sequence[str]) -> None:
+    """Refuse, before any work, a model folder that `write_outputs` would refuse at the end (`prepare_output`): a
+    finished run's without --overwrite_output_dir, one that swinv2_hf did not write, or one holding an input."""
+    try:
+        prepare_output(output_dir / MODEL_FOLDER, overwrite, inputs, overwrite_flag="--overwrite_output_dir")
+    except FileExistsError as error:
+        raise InputError(str(error)) from None
 
 
 @dataclass
@@ -802,20 +818,22 @@ def write_outputs(
     preprocessing: Preprocessing,
     repo_id: str | None,
     output_args: OutputArguments,
+    inputs: Sequence[str],
 ) -> Path:
     """The Hub-ready model folder (weights, config with the complete auto_map, code, image processor, a model card
-    with the measured results), the results JSON and optionally the curves, each written whole or not at all."""
+    with the measured results), the results JSON and optionally the curves, each written whole or not at all and
+    none over one of the run's `inputs`."""
     model_dir = output_dir / MODEL_FOLDER
     preprocessing_text = describe_preprocessing(model.config, preprocessing)
     facts = card_facts(summary, repo_id or f"{output_dir.name}-swinv2", preprocessing_text)
-    with atomic_directory(model_dir, output_args.overwrite_output_dir) as folder:
+    with atomic_directory(model_dir, output_args.overwrite_output_dir, inputs, "--overwrite_output_dir") as folder:
         write_model_folder(folder, model, processor, facts)
         before, citation, after = (folder / "README.md").read_text().partition("## Citation")
         (folder / "README.md").write_text(before + training_section(summary) + citation + after)
-    with atomic_file(output_dir / RESULTS_FILE, overwrite=True) as temporary:
+    with atomic_file(output_dir / RESULTS_FILE, overwrite=True, inputs=inputs) as temporary:
         temporary.write_text(json.dumps(summary.as_json(), indent=2) + "\n")
     if output_args.plot:
-        with atomic_file(output_dir / CURVES_FILE, overwrite=True) as temporary:
+        with atomic_file(output_dir / CURVES_FILE, overwrite=True, inputs=inputs) as temporary:
             plot_curves(summary, temporary)
     return model_dir
 

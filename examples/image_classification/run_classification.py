@@ -48,8 +48,11 @@ from swinv2_hf.hub_folder import image_processor_for
 from swinv2_hf.training import (
     CheckpointedProgress,
     InputError,
+    TrainingState,
+    check_checkpointable,
     check_run_state,
     checkpoint_to_resume,
+    load_checkpoint,
     parameter_groups,
     prepare_checkpoint_directory,
     run_script,
@@ -92,11 +95,7 @@ class LoopArguments:
     hub_model_id: str | None = argument(None, "The Hub repository (user/name) to create or update.")
 
     def __post_init__(self) -> None:
-        positive = ("learning_rate", "num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size",
-                    "gradient_accumulation_steps")  # fmt: skip
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise InputError(f"--{name} must be positive, got {getattr(self, name)}.")
+        common.require_positive(self)
         for name in ("weight_decay", "warmup_steps", "max_grad_norm", "checkpointing_steps", "dataloader_num_workers"):
             if getattr(self, name) < 0:
                 raise InputError(f"--{name} must be >= 0, got {getattr(self, name)}.")
@@ -221,6 +220,7 @@ def train(run: Training, args: LoopArguments, progress: Progress, state: dict[st
     bar = tqdm(total=run.total_steps, initial=progress.step, desc="training",
                disable=not accelerator.is_local_main_process)  # fmt: skip
     stopwatch = Stopwatch(progress.train_seconds)
+    saved = TrainingState(run.model, run.optimizer, run.lr_scheduler, progress)
     num_labels = accelerator.unwrap_model(run.model).config.num_labels
     for epoch in range(progress.epoch, num_epochs):
         run.model.train()
@@ -242,7 +242,7 @@ def train(run: Training, args: LoopArguments, progress: Progress, state: dict[st
             end_of_epoch = accelerator.gradient_state.end_of_dataloader or progress.step >= run.total_steps
             if args.checkpointing_steps and progress.step % args.checkpointing_steps == 0 and not end_of_epoch:
                 progress.train_seconds = stopwatch.seconds()
-                save_checkpoint(accelerator, checkpoint_dir(args), progress.step, state, args.checkpoints_total_limit)
+                save_checkpoint(accelerator, checkpoint_dir(args), progress.step, state, saved, args.checkpoints_total_limit)
             if progress.step >= run.total_steps:
                 break
         metrics = evaluation_loop(accelerator, run.model, run.validation_loader, num_labels)
@@ -251,7 +251,7 @@ def train(run: Training, args: LoopArguments, progress: Progress, state: dict[st
         if accelerator.is_main_process:
             bar.write(f"epoch {epoch + 1}: " + ", ".join(f"validation {k} {v:.4f}" for k, v in metrics.items()))
         progress.train_seconds = stopwatch.seconds()
-        save_checkpoint(accelerator, checkpoint_dir(args), progress.step, state, args.checkpoints_total_limit)
+        save_checkpoint(accelerator, checkpoint_dir(args), progress.step, state, saved, args.checkpoints_total_limit)
     bar.close()
 
 
@@ -304,7 +304,8 @@ def mixed_precision(value: str) -> str:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     data_args, model_args, output_args, args = parse_args(argv)
     output_dir = Path(args.output_dir)
-    common.refuse_existing_output(output_dir, output_args.overwrite_output_dir)
+    inputs = common.run_inputs(data_args, model_args, args.resume_from_checkpoint)
+    common.refuse_existing_output(output_dir, output_args.overwrite_output_dir, inputs)
     push_to = common.push_target(args.push_to_hub, args.hub_model_id)
     checkpoint = checkpoint_to_resume(args.resume_from_checkpoint, checkpoint_dir(args),
                                       output_args.overwrite_output_dir)  # fmt: skip
@@ -347,11 +348,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model, optimizer, train_loader, validation_loader, test_loader = accelerator.prepare(
         model, optimizer, train_loader, validation_loader, test_loader
     )
+    check_checkpointable(accelerator)
     progress = Progress()
-    accelerator.register_for_checkpointing(lr_scheduler, progress)
     prepare_checkpoint_directory(accelerator, checkpoint_dir(args), resuming=checkpoint is not None)
     if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
+        load_checkpoint(accelerator, checkpoint, TrainingState(model, optimizer, lr_scheduler, progress))
         accelerator.print(f"Resumed from {checkpoint}: epoch {progress.epoch + 1}, step {progress.step}.")
     accelerator.print(
         f"{data_args.dataset_label}: {data.sizes()} images of {len(data.labels)} classes; "
@@ -370,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         model_dir = common.write_outputs(output_dir, accelerator.unwrap_model(model), processor, summary, preprocessing,
-                                         args.hub_model_id, output_args)  # fmt: skip
+                                         args.hub_model_id, output_args, inputs)  # fmt: skip
         common.finish(summary, model_dir, data, push_to)
     accelerator.end_training()
     return summary.as_json()

@@ -94,7 +94,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[DataArguments, ModelA
     """The arguments shared with run_classification.py and TrainingArguments, with the recipe's defaults."""
     parser = HfArgumentParser((DataArguments, ModelArguments, OutputArguments, TrainingArguments), description=__doc__)
     parser.set_defaults(**TRAINER_DEFAULTS)
-    return tuple(parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False))
+    arguments = tuple(parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False))
+    common.require_positive(arguments[-1])
+    return arguments
 
 
 def checkpoint_to_resume(training_args: TrainingArguments, model: torch.nn.Module) -> str | None:
@@ -147,7 +149,8 @@ def summarize(trainer: Trainer, data: common.ImageData, data_args: DataArguments
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     data_args, model_args, output_args, training_args = parse_args(argv)
     output_dir = Path(training_args.output_dir)
-    common.refuse_existing_output(output_dir, output_args.overwrite_output_dir)
+    inputs = common.run_inputs(data_args, model_args, training_args.resume_from_checkpoint)
+    common.refuse_existing_output(output_dir, output_args.overwrite_output_dir, inputs)
     push_to = common.push_target(training_args.push_to_hub, training_args.hub_model_id)
     training_args.push_to_hub = False  # the finished model folder is pushed, with its card; not every checkpoint
 
@@ -186,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     summary = summarize(trainer, data, data_args, layer_decay, test_metrics, train_output.metrics["train_runtime"])
     if trainer.is_world_process_zero():
         model_dir = common.write_outputs(output_dir, trainer.model, processor, summary, preprocessing,
-                                         training_args.hub_model_id, output_args)  # fmt: skip
+                                         training_args.hub_model_id, output_args, inputs)  # fmt: skip
         common.finish(summary, model_dir, data, push_to)
     return summary.as_json()
 

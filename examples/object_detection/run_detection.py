@@ -83,12 +83,16 @@ from transformers.models.rt_detr.image_processing_pil_rt_detr import RTDetrImage
 from transformers.utils.versions import require_version
 
 from swinv2_hf import PRESETS, SwinV2Config
-from swinv2_hf.hub_folder import atomic_directory, push_folder, save_detector
+from swinv2_hf.atomic import atomic_directory, prepare_output
+from swinv2_hf.hub_folder import push_folder, save_detector
 from swinv2_hf.training import (
     CheckpointedProgress,
     InputError,
+    TrainingState,
+    check_checkpointable,
     check_run_state,
     checkpoint_to_resume,
+    load_checkpoint,
     prepare_checkpoint_directory,
     run_script,
     save_checkpoint,
@@ -270,8 +274,6 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     for name in ("train_annotations", "validation_annotations"):
         if not getattr(args, name).is_file():
             parser.error(f"--{name} {getattr(args, name)} is not a file")
-    if args.output_dir.exists() and not args.overwrite_output_dir:
-        parser.error(f"--output_dir {args.output_dir} exists; pass --overwrite_output_dir to replace it at the end")
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id (e.g. you/swinv2-deformable-detr)")
     if not isinstance(args.detector_config, dict):
@@ -300,6 +302,15 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         args.resume_from_checkpoint = checkpoint_to_resume(args.resume_from_checkpoint, args.checkpoint_dir,
                                                            args.overwrite_output_dir)  # fmt: skip
     except InputError as error:
+        parser.error(str(error))
+    # What the run reads, which the model folder written at the end may never replace (a preset is no path).
+    backbone = Path(args.backbone) if Path(args.backbone).exists() else None
+    args.inputs = [path for path in (args.train_annotations, args.validation_annotations, args.train_images,
+                                     args.validation_images, args.checkpoint_dir, args.resume_from_checkpoint, backbone)
+                   if path is not None]  # fmt: skip
+    try:
+        prepare_output(args.output_dir, args.overwrite_output_dir, args.inputs, "--overwrite_output_dir")
+    except FileExistsError as error:
         parser.error(str(error))
 
 
@@ -482,6 +493,7 @@ def train(
     steps_per_epoch = math.ceil(len(loader) / args.gradient_accumulation_steps)
     bar = tqdm(total=args.max_train_steps, initial=progress.completed_steps, desc="training",
                disable=not accelerator.is_local_main_process)  # fmt: skip
+    saved = TrainingState(model, optimizer, scheduler, progress)
     model.train()
     while progress.completed_steps < args.max_train_steps:
         epoch, done = divmod(progress.completed_steps, steps_per_epoch)
@@ -509,7 +521,7 @@ def train(
                     f"step {step}: loss {entry['loss']:.4f}, mAP {entry['map']:.4f}, mAP@0.5 {entry['map_50']:.4f}"
                 )
             if args.checkpointing_steps and step % args.checkpointing_steps == 0:
-                logger.info(f"saved {save_checkpoint(accelerator, args.checkpoint_dir, step, trajectory)}")
+                logger.info(f"saved {save_checkpoint(accelerator, args.checkpoint_dir, step, trajectory, saved)}")
             if step >= args.max_train_steps:
                 break
     bar.close()
@@ -528,7 +540,8 @@ def save_outputs(
     results.json), written to a temporary sibling and renamed when complete; then pushed to the Hub when asked."""
     state_dict = accelerator.get_state_dict(model)  # on every process: sharded models gather here
     if accelerator.is_main_process:
-        with atomic_directory(args.output_dir, overwrite=args.overwrite_output_dir) as folder:
+        with atomic_directory(args.output_dir, args.overwrite_output_dir, args.inputs,
+                              "--overwrite_output_dir") as folder:
             save_detector(accelerator.unwrap_model(model), folder, state_dict=state_dict)
             processor.save_pretrained(folder)
             (folder / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
@@ -577,6 +590,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
                               mixed_precision=mixed_precision(args.mixed_precision))  # fmt: skip
     setup_logging(accelerator)
+    if args.checkpointing_steps or args.resume_from_checkpoint is not None:
+        check_checkpointable(accelerator)
     set_seed(args.seed)
 
     try:
@@ -602,10 +617,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.resume_from_checkpoint is not None:
         check_run_state(args.resume_from_checkpoint, trajectory)
     progress = TrainingProgress()
-    accelerator.register_for_checkpointing(progress)
     prepare_checkpoint_directory(accelerator, args.checkpoint_dir, resuming=args.resume_from_checkpoint is not None)
     if args.resume_from_checkpoint is not None:
-        accelerator.load_state(str(args.resume_from_checkpoint))
+        load_checkpoint(accelerator, args.resume_from_checkpoint, TrainingState(model, optimizer, scheduler, progress))
         logger.info(f"resumed from {args.resume_from_checkpoint} at step {progress.completed_steps}")
     log_run(args, accelerator, model, backbone, (len(train_split.dataset), len(validation_split.dataset)))
 

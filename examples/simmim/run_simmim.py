@@ -52,15 +52,19 @@ from transformers import get_cosine_schedule_with_warmup
 from transformers.utils.versions import require_version
 
 from swinv2_hf import PRESETS, SwinV2Config, SwinV2ForMaskedImageModeling
-from swinv2_hf.hub_folder import atomic_directory, describe_preprocessing, image_processor_for, push_folder
+from swinv2_hf.atomic import atomic_directory, prepare_output
+from swinv2_hf.hub_folder import describe_preprocessing, image_processor_for, push_folder
 from swinv2_hf.model_card import CardFacts, render_model_card
 from swinv2_hf.modeling_swinv2_hf import SwinV2Block
 from swinv2_hf.sources import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from swinv2_hf.training import (
     CheckpointedProgress,
     InputError,
+    TrainingState,
+    check_checkpointable,
     check_run_state,
     checkpoint_to_resume,
+    load_checkpoint,
     parameter_groups,
     prepare_checkpoint_directory,
     run_script,
@@ -171,9 +175,13 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
     if args.fsdp2 and (args.checkpointing_steps or args.resume_from_checkpoint):
         parser.error("--fsdp2 trains without checkpoints; for sharded runs that checkpoint, use accelerate's FSDP "
                      "plugin (examples/accelerate_configs/fsdp.yaml) or DeepSpeed instead.")
-    if args.output_dir.exists() and not args.overwrite_output_dir:
-        parser.error(f"--output_dir {args.output_dir} exists; pass --overwrite_output_dir to replace it when the run "
-                     "ends, or choose another folder.")
+    # What the run reads, which the folder written at the end may never replace (Hub ids, presets, 'latest': no paths).
+    named = (args.train_dir, args.model_name_or_path, args.config_name, args.resume_from_checkpoint)
+    args.inputs = [args.checkpoint_dir, *(Path(path) for path in named if path is not None and Path(path).exists())]
+    try:
+        prepare_output(args.output_dir, args.overwrite_output_dir, args.inputs, "--overwrite_output_dir")
+    except FileExistsError as error:
+        parser.error(str(error))
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id (user/name).")
 
@@ -460,6 +468,7 @@ def train(
     """The update loop from `progress` to `max_train_steps`; `progress.losses` holds the loss of every update,
     averaged over its micro-batches and the processes. Checkpoints carry the run state `state`."""
     bar = tqdm(total=max_train_steps, initial=progress.completed_steps, disable=not accelerator.is_local_main_process)
+    saved = TrainingState(model, optimizer, scheduler, progress)
     while progress.completed_steps < max_train_steps:
         model.train()
         dataset.set_epoch(progress.epoch)
@@ -487,13 +496,13 @@ def train(
             if progress.completed_steps % args.logging_steps == 0:
                 bar.set_postfix(loss=f"{np.mean(progress.losses[-args.logging_steps:]):.4f}", epoch=progress.epoch)
             if wants_checkpoint(args, progress, end_of_epoch=False):
-                save_checkpoint(accelerator, args.checkpoint_dir, progress.completed_steps, state)
+                save_checkpoint(accelerator, args.checkpoint_dir, progress.completed_steps, state, saved)
             if progress.completed_steps >= max_train_steps:
                 break
         if progress.batches_in_epoch == len(dataloader):  # the epoch ran to its end
             progress.epoch, progress.batches_in_epoch = progress.epoch + 1, 0
             if wants_checkpoint(args, progress, end_of_epoch=True):
-                save_checkpoint(accelerator, args.checkpoint_dir, progress.completed_steps, state)
+                save_checkpoint(accelerator, args.checkpoint_dir, progress.completed_steps, state, saved)
     bar.close()
 
 
@@ -533,7 +542,8 @@ def save_outputs(
             dataset=args.train_dir.name if args.train_dir else "sklearn-digits",
             extra_tags=["simmim"],
         )
-        with atomic_directory(args.output_dir, overwrite=args.overwrite_output_dir) as folder:
+        with atomic_directory(args.output_dir, args.overwrite_output_dir, args.inputs,
+                              "--overwrite_output_dir") as folder:
             plain.save_pretrained(folder, state_dict={key: value.contiguous() for key, value in state_dict.items()})
             processor.save_pretrained(folder)
             render_model_card(config, facts).save(folder / "README.md")
@@ -574,6 +584,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.fsdp2 and accelerator.distributed_type != DistributedType.MULTI_CPU:
         raise InputError("--fsdp2 is for several CPU processes (torchrun --nproc_per_node N); on GPUs launch with "
                          "examples/accelerate_configs/fsdp.yaml instead.")
+    if args.checkpointing_steps or checkpoint is not None:
+        check_checkpointable(accelerator)
     logger.info(accelerator.state, main_process_only=False)
     set_seed(args.seed)
 
@@ -598,10 +610,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         model, optimizer, scheduler, dataloader = accelerator.prepare(model, optimizer, scheduler, dataloader)
 
     progress = Progress()
-    accelerator.register_for_checkpointing(progress)
     prepare_checkpoint_directory(accelerator, args.checkpoint_dir, resuming=checkpoint is not None)
     if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
+        load_checkpoint(accelerator, checkpoint, TrainingState(model, optimizer, scheduler, progress))
         logger.info(f"Resumed from {checkpoint} at update {progress.completed_steps}", main_process_only=True)
     logger.info(
         f"SimMIM: {len(dataset)} images at {config.image_size} px, {dataset.masks.mask_patch_size} px mask patches "
