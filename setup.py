@@ -12,7 +12,9 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["swinv2_hf", "swinv2_hf.*"]),
+    # The examples' shared code installs beside the package, so that each script imports it without path tricks.
+    packages=[*find_packages(include=["swinv2_hf", "swinv2_hf.*"]), "swinv2_hf_examples"],
+    package_dir={"swinv2_hf_examples": "examples/swinv2_hf_examples"},
     package_data={"swinv2_hf": ["templates/*.md"]},
     entry_points={"console_scripts": ["swinv2-hf = swinv2_hf.cli:main"]},
     install_requires=[

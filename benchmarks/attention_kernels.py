@@ -15,7 +15,7 @@ import torch
 from timing import interleaved
 
 from swinv2_hf import SwinV2Config
-from swinv2_hf.modeling_swinv2_hf import build_window_layout, SwinV2WindowAttention
+from swinv2_hf.modeling_swinv2_hf import SwinV2WindowAttention, build_window_layout
 
 
 def parse_args() -> argparse.Namespace:

@@ -21,7 +21,7 @@ from timing import peak_memory_mib
 from transformers import Swinv2Backbone, Swinv2Config
 
 from swinv2_hf import SwinV2Backbone, SwinV2Config
-from swinv2_hf.conversion import export_state_dict
+from swinv2_hf.conversion import export_state_dict, with_base_model_prefix
 from swinv2_hf.transfer import transfer_config
 
 OUT_FEATURES = ["stage1", "stage2", "stage3", "stage4"]
@@ -63,9 +63,8 @@ def build(args: argparse.Namespace, contender: str) -> torch.nn.Module:
             num_heads=list(config.num_heads), window_size=config.window_size,
             pretrained_window_sizes=list(config.pretrained_window_sizes), out_features=OUT_FEATURES,
         ))  # fmt: skip
-        task_layout = {f"swinv2.{key}": value for key, value in ours.state_dict().items() if "hidden_states_norms" not in key}
-        exported = export_state_dict(task_layout, "transformers", config)
-        model.load_state_dict({key.removeprefix("swinv2."): value for key, value in exported.items()}, strict=True)
+        encoder = {key: value for key, value in ours.state_dict().items() if "hidden_states_norms" not in key}
+        model.load_state_dict(export_state_dict(with_base_model_prefix(encoder), "transformers", config), strict=True)
     if contender in ("swinv2_hf", "transformers_checkpointed"):
         model.gradient_checkpointing_enable()
     return model.to(args.device).train()

@@ -33,6 +33,7 @@ from timing import Timing, interleaved, paired_ratios, peak_memory_mib
 from transformers import Swinv2Config, Swinv2ForImageClassification
 
 from swinv2_hf import SwinV2Config, SwinV2ForImageClassification
+from swinv2_hf.configuration_swinv2_hf import SIZES, size_variant
 from swinv2_hf.conversion import convert_state_dict
 from swinv2_hf.model_card import count_parameters_and_flops
 
@@ -62,7 +63,8 @@ class Row:
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """The model, the input sizes and the timing: what every benchmark here takes."""
-    parser.add_argument("--size", default="tiny", choices=["tiny", "small", "base", "large"])
+    # The released sizes: transformers' Swinv2, the other contender, has no main-branch norm for H and G.
+    parser.add_argument("--size", default="tiny", choices=[size for size in SIZES if size_variant(size).release])
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--window", type=int, default=8)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
@@ -83,8 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_models(args: argparse.Namespace) -> dict[str, torch.nn.Module]:
     """transformers' model with random weights and ours with the same weights."""
-    preset = {"tiny": "swinv2_tiny_window8_256", "small": "swinv2_small_window8_256",
-              "base": "swinv2_base_window8_256", "large": "swinv2_large_window12_192"}[args.size]  # fmt: skip
+    preset = size_variant(args.size).name
     ours_config = SwinV2Config.from_preset(preset, image_size=args.resolution, window_size=args.window, num_labels=1000)
     theirs_config = Swinv2Config(
         image_size=args.resolution, embed_dim=ours_config.embed_dim, depths=list(ours_config.depths),

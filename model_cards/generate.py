@@ -13,9 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from swinv2_hf import SwinV2Config
+from swinv2_hf.configuration_swinv2_hf import RELEASES
 from swinv2_hf.hub_folder import describe_preprocessing
 from swinv2_hf.model_card import CardFacts, render_model_card
-from swinv2_hf.releases import RELEASES, config_from_model_name
 from swinv2_hf.sources import Preprocessing
 
 CARDS = Path(__file__).resolve().parent
@@ -23,11 +24,13 @@ DEFAULT_NAMESPACE = "swinv2-hf"
 
 
 def release_card(name: str, namespace: str) -> str:
-    config = config_from_model_name(name)
+    """The card of the release `name`, as `swinv2-hf convert --model-name <name>` writes it but for its conversion
+    line."""
+    config = SwinV2Config.from_preset(name)
     facts = CardFacts(
         repo_id=f"{namespace}/{name}",
         model_name=name,
-        release=RELEASES[name],
+        variant=RELEASES[name],
         preprocessing=describe_preprocessing(config, Preprocessing()),
     )
     return str(render_model_card(config, facts)) + "\n"

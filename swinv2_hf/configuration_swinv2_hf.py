@@ -3,8 +3,12 @@ arXiv 2111.09883, https://arxiv.org/abs/2111.09883).
 
 The fields follow transformers' `Swinv2Config` where they mean the same thing, plus what the paper and the released
 checkpoints need beyond it: the extra main-branch LayerNorm of SwinV2-H/G (`extra_norm_period`), the width of the
-continuous-position-bias MLP, chunked (sequential) window attention and the SimMIM target normalisation. Presets for
-the released and the paper's sizes live here too (`SwinV2Config.from_preset`).
+continuous-position-bias MLP, chunked (sequential) window attention and the SimMIM target normalisation.
+
+`VARIANTS` is the one table of the model's variants: the released checkpoints with what the original model zoo
+publishes about them, and the paper's huge and giant sizes. `SwinV2Config.from_preset`, the release names that
+conversion takes, the model cards and the benchmarks all read it; it lives here so that `from_preset` works in remote
+code too.
 
 This file imports only `transformers` so that it ships as Hub remote code next to `modeling_swinv2_hf.py`.
 Licence: Apache-2.0 (code); the architecture follows microsoft/Swin-Transformer (MIT).
@@ -13,6 +17,7 @@ Licence: Apache-2.0 (code); the architecture follows microsoft/Swin-Transformer 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from transformers import PretrainedConfig
@@ -35,39 +40,165 @@ def to_pair(value: IntOrPair | list[int], name: str) -> tuple[int, int]:
     return pair
 
 
-# Released checkpoints (microsoft/Swin-Transformer, configs/swinv2) and the paper's huge and giant sizes.
-# Keys follow timm's variant names; values are the constructor arguments beyond the defaults below. ImageNet-1K
-# releases have 1000 classes, the 22K ones 21841; the paper sizes keep the default head (set `num_labels`).
+@dataclass(frozen=True)
+class Size:
+    """A model size of the paper: the width, depths and heads that every variant of that size shares."""
+
+    letter: str  # the paper's name for it: SwinV2-T, -S, -B, -L, -H, -G
+    embed_dim: int
+    depths: tuple[int, ...]
+    num_heads: tuple[int, ...]
+    extra_norm_period: int = 0
+
+
+@dataclass(frozen=True)
+class Release:
+    """A checkpoint of the original model zoo: its file and what the zoo publishes about it."""
+
+    name: str  # the file name without `.pth`, also the name of its config in configs/swinv2
+    timm_tag: str  # timm's name for these weights is `<variant>.<timm_tag>`
+    top1: float | None  # ImageNet-1K validation, %; the 22K pretrained models have none of their own
+    top5: float | None
+    params_millions: int | None  # the zoo lists the 22K pretrained models only through their fine-tunes
+    gflops: float | None  # multiply-adds, as the zoo counts them
+    fine_tuned_from: str | None = None  # the variant whose 22K checkpoint a fine-tune starts from
+
+    @property
+    def url(self) -> str:
+        """Where the original checkpoint is downloaded from."""
+        return f"{RELEASE_URL}/{self.name}.pth"
+
+    @property
+    def pretrained_on(self) -> str:
+        """The Hub's dataset id of the data the weights were pretrained on."""
+        return _TIMM_TAG_DATASETS[self.timm_tag]
+
+    @property
+    def transformers_repo_id(self) -> str:
+        """The repository of the same weights converted by transformers (microsoft/ on the Hub)."""
+        return "microsoft/" + self.name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A variant by its timm name: the architecture (`SwinV2Config.from_preset` builds it) and its release, if any."""
+
+    name: str
+    size: str  # a key of SIZES
+    image_size: int
+    window_size: int
+    drop_path_rate: float  # the released config's stochastic depth (it matters only when training on)
+    num_labels: int | None  # None: the config's default head (the paper sizes; set `num_labels`)
+    pretrained_window_sizes: tuple[int, ...] | None = None  # the windows the position bias was pretrained with
+    release: Release | None = None
+
+    def config_arguments(self) -> dict[str, Any]:
+        """The `SwinV2Config` arguments beyond the defaults."""
+        size = SIZES[self.size]
+        arguments = {
+            "embed_dim": size.embed_dim,
+            "depths": size.depths,
+            "num_heads": size.num_heads,
+            "extra_norm_period": size.extra_norm_period,
+            "image_size": self.image_size,
+            "window_size": self.window_size,
+            "pretrained_window_sizes": self.pretrained_window_sizes,
+            "drop_path_rate": self.drop_path_rate,
+        }
+        if self.num_labels is not None:
+            arguments["num_labels"] = self.num_labels
+        return arguments
+
+
+RELEASE_URL = "https://github.com/SwinTransformer/storage/releases/download/v2.0.0"
+# Where the release figures below are published (microsoft/Swin-Transformer, "Main Results on ImageNet with
+# Pretrained Models", SwinV2 rows); H and G are the paper's sizes, never released.
+ZOO_URL = "https://github.com/microsoft/Swin-Transformer#main-results-on-imagenet-with-pretrained-models"
+# timm's tags of the releases -> the Hub's dataset id of their pretraining data (ImageNet-22K is "imagenet-21k").
+_TIMM_TAG_DATASETS = {"ms_in1k": "imagenet-1k", "ms_in22k": "imagenet-21k", "ms_in22k_ft_in1k": "imagenet-21k"}
 # fmt: off
-_SIZES: dict[str, dict[str, Any]] = {
-    "tiny":  {"embed_dim": 96,  "depths": (2, 2, 6, 2),  "num_heads": (3, 6, 12, 24)},
-    "small": {"embed_dim": 96,  "depths": (2, 2, 18, 2), "num_heads": (3, 6, 12, 24)},
-    "base":  {"embed_dim": 128, "depths": (2, 2, 18, 2), "num_heads": (4, 8, 16, 32)},
-    "large": {"embed_dim": 192, "depths": (2, 2, 18, 2), "num_heads": (6, 12, 24, 48)},
-    # Paper table 1: SwinV2-H C=352 and SwinV2-G C=512, head dimension 32, an extra main-branch norm every 6 layers.
-    "huge":  {"embed_dim": 352, "depths": (2, 2, 18, 2), "num_heads": (11, 22, 44, 88), "extra_norm_period": 6},
-    "giant": {"embed_dim": 512, "depths": (2, 2, 42, 4), "num_heads": (16, 32, 64, 128), "extra_norm_period": 6},
+# The paper's sizes: 32 channels per head; SwinV2-H and -G add a main-branch LayerNorm every 6 layers (section 3.1).
+SIZES: dict[str, Size] = {
+    "tiny":  Size("T", 96,  (2, 2, 6, 2),  (3, 6, 12, 24)),
+    "small": Size("S", 96,  (2, 2, 18, 2), (3, 6, 12, 24)),
+    "base":  Size("B", 128, (2, 2, 18, 2), (4, 8, 16, 32)),
+    "large": Size("L", 192, (2, 2, 18, 2), (6, 12, 24, 48)),
+    "huge":  Size("H", 352, (2, 2, 18, 2), (11, 22, 44, 88),  extra_norm_period=6),
+    "giant": Size("G", 512, (2, 2, 42, 4), (16, 32, 64, 128), extra_norm_period=6),
 }
-_TRANSFER_WINDOWS = (12, 12, 12, 6)  # the windows of 192 px pretraining (last stage 6x6), used by every transfer
-PRESETS: dict[str, dict[str, Any]] = {
-    "swinv2_tiny_window8_256":                {**_SIZES["tiny"],  "image_size": 256, "window_size": 8,  "drop_path_rate": 0.2, "num_labels": 1000},
-    "swinv2_tiny_window16_256":               {**_SIZES["tiny"],  "image_size": 256, "window_size": 16, "drop_path_rate": 0.2, "num_labels": 1000},
-    "swinv2_small_window8_256":               {**_SIZES["small"], "image_size": 256, "window_size": 8,  "drop_path_rate": 0.3, "num_labels": 1000},
-    "swinv2_small_window16_256":              {**_SIZES["small"], "image_size": 256, "window_size": 16, "drop_path_rate": 0.3, "num_labels": 1000},
-    "swinv2_base_window8_256":                {**_SIZES["base"],  "image_size": 256, "window_size": 8,  "drop_path_rate": 0.5, "num_labels": 1000},
-    "swinv2_base_window16_256":               {**_SIZES["base"],  "image_size": 256, "window_size": 16, "drop_path_rate": 0.5, "num_labels": 1000},
-    "swinv2_base_window12_192":               {**_SIZES["base"],  "image_size": 192, "window_size": 12, "drop_path_rate": 0.2, "num_labels": 21841},
-    "swinv2_base_window12to16_192to256":      {**_SIZES["base"],  "image_size": 256, "window_size": 16, "drop_path_rate": 0.2, "pretrained_window_sizes": _TRANSFER_WINDOWS, "num_labels": 1000},
-    "swinv2_base_window12to24_192to384":      {**_SIZES["base"],  "image_size": 384, "window_size": 24, "drop_path_rate": 0.2, "pretrained_window_sizes": _TRANSFER_WINDOWS, "num_labels": 1000},
-    "swinv2_large_window12_192":              {**_SIZES["large"], "image_size": 192, "window_size": 12, "drop_path_rate": 0.2, "num_labels": 21841},
-    "swinv2_large_window12to16_192to256":     {**_SIZES["large"], "image_size": 256, "window_size": 16, "drop_path_rate": 0.2, "pretrained_window_sizes": _TRANSFER_WINDOWS, "num_labels": 1000},
-    "swinv2_large_window12to24_192to384":     {**_SIZES["large"], "image_size": 384, "window_size": 24, "drop_path_rate": 0.2, "pretrained_window_sizes": _TRANSFER_WINDOWS, "num_labels": 1000},
-    "swinv2_huge_window12_192":               {**_SIZES["huge"],  "image_size": 192, "window_size": 12, "drop_path_rate": 0.2},
-    "swinv2_giant_window12_192":              {**_SIZES["giant"], "image_size": 192, "window_size": 12, "drop_path_rate": 0.2},
+# Pretraining at 192 px with window 12 clips the last stage's window to its 6x6 map: what every transfer starts from.
+_FROM_WINDOW_12 = (12, 12, 12, 6)
+# The released checkpoints of microsoft/Swin-Transformer (configs/swinv2) and the paper's huge and giant sizes, each
+# size's smallest first. Columns: timm name, size, image size, window, drop path rate, classes (the released 22K heads
+# have 21841, though their YAMLs say 1000: tests/fixtures/README.md, fact 9), pretrained windows; release: file name,
+# timm tag, top-1, top-5, parameters (M), GFLOPs, the variant it is fine-tuned from.
+VARIANTS: dict[str, Variant] = {variant.name: variant for variant in (
+    Variant("swinv2_tiny_window8_256",            "tiny",  256, 8,  0.2, 1000,  None,
+            Release("swinv2_tiny_patch4_window8_256",   "ms_in1k",  81.8, 95.9, 28,  5.9)),
+    Variant("swinv2_tiny_window16_256",           "tiny",  256, 16, 0.2, 1000,  None,
+            Release("swinv2_tiny_patch4_window16_256",  "ms_in1k",  82.8, 96.2, 28,  6.6)),
+    Variant("swinv2_small_window8_256",           "small", 256, 8,  0.3, 1000,  None,
+            Release("swinv2_small_patch4_window8_256",  "ms_in1k",  83.7, 96.6, 50,  11.5)),
+    Variant("swinv2_small_window16_256",          "small", 256, 16, 0.3, 1000,  None,
+            Release("swinv2_small_patch4_window16_256", "ms_in1k",  84.1, 96.8, 50,  12.6)),
+    Variant("swinv2_base_window8_256",            "base",  256, 8,  0.5, 1000,  None,
+            Release("swinv2_base_patch4_window8_256",   "ms_in1k",  84.2, 96.9, 88,  20.3)),
+    Variant("swinv2_base_window16_256",           "base",  256, 16, 0.5, 1000,  None,
+            Release("swinv2_base_patch4_window16_256",  "ms_in1k",  84.6, 97.0, 88,  21.8)),
+    Variant("swinv2_base_window12_192",           "base",  192, 12, 0.2, 21841, None,
+            Release("swinv2_base_patch4_window12_192_22k", "ms_in22k", None, None, None, None)),
+    Variant("swinv2_base_window12to16_192to256",  "base",  256, 16, 0.2, 1000,  _FROM_WINDOW_12,
+            Release("swinv2_base_patch4_window12to16_192to256_22kto1k_ft", "ms_in22k_ft_in1k", 86.2, 97.9, 88, 21.8,
+                    "swinv2_base_window12_192")),
+    Variant("swinv2_base_window12to24_192to384",  "base",  384, 24, 0.2, 1000,  _FROM_WINDOW_12,
+            Release("swinv2_base_patch4_window12to24_192to384_22kto1k_ft", "ms_in22k_ft_in1k", 87.1, 98.2, 88, 54.7,
+                    "swinv2_base_window12_192")),
+    Variant("swinv2_large_window12_192",          "large", 192, 12, 0.2, 21841, None,
+            Release("swinv2_large_patch4_window12_192_22k", "ms_in22k", None, None, None, None)),
+    Variant("swinv2_large_window12to16_192to256", "large", 256, 16, 0.2, 1000,  _FROM_WINDOW_12,
+            Release("swinv2_large_patch4_window12to16_192to256_22kto1k_ft", "ms_in22k_ft_in1k", 86.9, 98.0, 197, 47.5,
+                    "swinv2_large_window12_192")),
+    Variant("swinv2_large_window12to24_192to384", "large", 384, 24, 0.2, 1000,  _FROM_WINDOW_12,
+            Release("swinv2_large_patch4_window12to24_192to384_22kto1k_ft", "ms_in22k_ft_in1k", 87.6, 98.3, 197, 115.4,
+                    "swinv2_large_window12_192")),
+    Variant("swinv2_huge_window12_192",           "huge",  192, 12, 0.2, None),
+    Variant("swinv2_giant_window12_192",          "giant", 192, 12, 0.2, None),
     # The paper fine-tunes SwinV2-G at 640 px with window 40 for ImageNet-1K V2 (table 2).
-    "swinv2_giant_window12to40_192to640":     {**_SIZES["giant"], "image_size": 640, "window_size": 40, "drop_path_rate": 0.2, "pretrained_window_sizes": _TRANSFER_WINDOWS, "num_labels": 1000},
-}
+    Variant("swinv2_giant_window12to40_192to640", "giant", 640, 40, 0.2, 1000,  _FROM_WINDOW_12),
+)}
 # fmt: on
+# The released variants by the original's checkpoint name: `--model-name` takes either name.
+RELEASES: dict[str, Variant] = {variant.release.name: variant for variant in VARIANTS.values() if variant.release}
+# What `SwinV2Config.from_preset` builds, by name.
+PRESETS: dict[str, dict[str, Any]] = {name: variant.config_arguments() for name, variant in VARIANTS.items()}
+
+
+def find_variant(name: str) -> Variant:
+    """The variant a timm name (`swinv2_tiny_window8_256`, a pretrained tag such as `.ms_in1k` ignored) or the name
+    of an original release (`swinv2_tiny_patch4_window8_256`) stands for.
+
+    Raises:
+        ValueError: an unknown name; the message lists the known ones.
+    """
+    variant = VARIANTS.get(name.split(".", 1)[0]) or RELEASES.get(name)
+    if variant is None:
+        raise ValueError(
+            f"Unknown SwinV2 model name {name!r}. Known names: {', '.join(VARIANTS)}, and the original releases "
+            f"{', '.join(RELEASES)}."
+        )
+    return variant
+
+
+def size_of(config: SwinV2Config) -> str | None:
+    """The key of SIZES whose width, depths and heads `config` has, or None for a size of its own."""
+    shape = (config.embed_dim, tuple(config.depths), tuple(config.num_heads))
+    return next((key for key, size in SIZES.items() if shape == (size.embed_dim, size.depths, size.num_heads)), None)
+
+
+def size_variant(size: str) -> Variant:
+    """The variant that stands for a size where one is needed (timm's `architecture` of an export, the benchmarks'
+    `--size`): the size's first in VARIANTS, window 8 at 256 px for T, S and B, window 12 at 192 px for L, H and G."""
+    return next(variant for variant in VARIANTS.values() if variant.size == size)
 
 
 class SwinV2Config(BackboneConfigMixin, PretrainedConfig):
@@ -267,13 +398,14 @@ class SwinV2Config(BackboneConfigMixin, PretrainedConfig):
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> SwinV2Config:
-        """Build the config of a released or paper size by its timm-style name, e.g. `swinv2_tiny_window8_256`.
+        """Build the config of a variant of `VARIANTS`, e.g. `swinv2_tiny_window8_256`.
 
         Args:
-            name: A key of `PRESETS`; a timm pretrained tag after a dot (`.ms_in1k`) is ignored.
-            overrides: Any config field, applied on top of the preset (e.g. `num_labels=10`, `image_size=512`).
+            name: Its timm name (a pretrained tag after a dot, `.ms_in1k`, is ignored) or the name of its original
+                release (`swinv2_tiny_patch4_window8_256`).
+            overrides: Any config field, applied on top of the variant's (e.g. `num_labels=10`, `image_size=512`).
+
+        Raises:
+            ValueError: an unknown name; the message lists the known ones.
         """
-        architecture = name.split(".", 1)[0]
-        if architecture not in PRESETS:
-            raise ValueError(f"Unknown SwinV2 preset {name!r}. Known presets: {', '.join(sorted(PRESETS))}.")
-        return cls(**{**PRESETS[architecture], **overrides})
+        return cls(**{**PRESETS[find_variant(name).name], **overrides})

@@ -11,26 +11,26 @@ Layouts:
 - `transformers`: transformers' `Swinv2*` models (split query/key/value without a key bias, an extra class position).
 
 Every key goes through one table of key templates per layout, read in both directions; this package's side uses the
-task models' layout (`swinv2.` prefix, `classifier`, `decoder`), which `from_pretrained` also maps onto the bare model
-and the backbone.
+task models' layout (the encoder under `base_model_prefix`, then `classifier`, `decoder`), which `from_pretrained` also
+maps onto the bare model and the backbone; `with_base_model_prefix` and `without_base_model_prefix` move a state dict
+between the two.
+
+In a conversion (`hub_folder.convert_checkpoint`: read → derive the config → map the keys → verify → write) this is
+the third step: the original's stored buffers are checked against the derived config, the rest is renamed.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import pickle
 import re
-import zipfile
 from collections.abc import Mapping
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from .configuration_swinv2_hf import SwinV2Config, to_pair
 from .modeling_swinv2_hf import (
     COORDINATE_RANGE,
+    SwinV2PreTrainedModel,
     build_window_layout,
     relative_position_tables,
     window_and_shift,
@@ -89,47 +89,42 @@ _SPLIT_PROJECTION = re.compile(r"^(.*attention\.self\.)(query|key|value)\.weight
 _FUSED_PROJECTION = re.compile(r"^(.*attention\.self\.)qkv\.weight$")
 _DOWNSAMPLE = re.compile(r"^layers\.(\d+)\.downsample\.")
 _SIMMIM_ENCODER = "encoder."
+# The task models keep the encoder under `base_model_prefix`, as transformers' Swinv2 classes keep theirs (the same
+# prefix); the bare models hold it at the top.
+_BASE_MODEL = SwinV2PreTrainedModel.base_model_prefix + "."
+_POSITION_EMBEDDINGS = _BASE_MODEL + "embeddings.position_embeddings"
+_HEAD_WEIGHT = "classifier.weight"
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot become (or come from) the model the config describes; the message says why."""
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Reading
-# ----------------------------------------------------------------------------------------------------------------------
+def check_layout(layout: str, role: str) -> None:
+    """Refuse a layout other than SOURCES, naming the `role` it was given for and the choices."""
+    if layout not in SOURCES:
+        raise CheckpointError(f"Unknown {role} {layout!r}; choose one of {', '.join(SOURCES)}.")
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Tensors of a `.safetensors` file, or of a `.pth`/`.bin` read with `weights_only=True` (bare, `{'model': ...}`
-    or `{'state_dict': ...}`).
+def with_base_model_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A bare model's weights in the task models' layout, the encoder under `base_model_prefix`; the weights of a task
+    model as they are."""
+    if any(key.startswith(_BASE_MODEL) for key in state_dict):
+        return dict(state_dict)
+    return {_BASE_MODEL + key: value for key, value in state_dict.items()}
 
-    Raises:
-        CheckpointError: a missing, truncated or non-checkpoint file, or one that holds no state dict.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"Checkpoint file {path} does not exist.")
-    if os.path.getsize(path) == 0:
-        raise CheckpointError(f"{path} is empty (0 bytes): a download or copy that was cut short. Fetch it again.")
-    try:
-        if path.endswith(".safetensors"):
-            return load_file(path)
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (SafetensorError, RuntimeError, EOFError, IndexError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
-        # A pickle cut short raises a bare EOFError (no message) or, after its first byte, an IndexError.
-        lines = str(error).splitlines()
-        reason = f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint ({reason}). "
-            "Is the file complete (a download cut short is truncated) and a PyTorch or safetensors file?"
-        ) from error
-    for container in ("model", "state_dict"):
-        if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get(container), Mapping):
-            checkpoint = checkpoint[container]
-    if not isinstance(checkpoint, Mapping) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        raise CheckpointError(f"{path} holds no state dict (a mapping of names to tensors); is it a model checkpoint?")
-    return dict(checkpoint)
+
+def without_base_model_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The encoder's weights as the bare model (ours or transformers') holds them: the inverse of
+    `with_base_model_prefix`."""
+    return {key.removeprefix(_BASE_MODEL): value for key, value in state_dict.items()}
+
+
+def head_classes(state_dict: Mapping[str, torch.Tensor], layout: str) -> int | None:
+    """The classes of the classifier head of a state dict in `layout` (None without a head), before its keys are
+    mapped: the config is derived first, and the released 22K YAMLs say 1000 for their 21841-way heads."""
+    head = state_dict.get(_rename(_HEAD_WEIGHT, _KEY_TABLES[layout], to_ours=False))
+    return None if head is None else head.shape[0]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -139,7 +134,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def _template_pattern(template: str) -> re.Pattern:
     """`layers.{stage}.blocks.{block}.` -> a regex matching it at the start of a key, capturing the numbers."""
-    return re.compile("^" + re.escape(template).replace(r"\{stage\}", r"(?P<stage>\d+)").replace(r"\{block\}", r"(?P<block>\d+)"))
+    return re.compile(
+        "^" + re.escape(template).replace(r"\{stage\}", r"(?P<stage>\d+)").replace(r"\{block\}", r"(?P<block>\d+)")
+    )
 
 
 def _rename(key: str, table: tuple[tuple[str, str], ...], to_ours: bool) -> str | None:
@@ -184,8 +181,7 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], source: str) -> d
         CheckpointError: an unknown source, or keys the table does not know (named, with shapes: usually another
             architecture).
     """
-    if source not in SOURCES:
-        raise CheckpointError(f"Unknown checkpoint source {source!r}; choose one of {', '.join(SOURCES)}.")
+    check_layout(source, "checkpoint source")
     state_dict = {key: value for key, value in state_dict.items() if not ORIGINAL_BUFFERS.search(key)}
     if source == "original":
         if any(key.startswith(_SIMMIM_ENCODER) for key in state_dict):  # the SimMIM wrapper
@@ -196,27 +192,25 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], source: str) -> d
         if not any(key.startswith("layers.0.downsample.") for key in state_dict):
             state_dict = _move_downsample(state_dict, -1)
     if source == "transformers":
-        if not any(key.startswith("swinv2.") for key in state_dict):  # a bare Swinv2Model
-            state_dict = {f"swinv2.{key}": value for key, value in state_dict.items()}
-        state_dict = _fuse_query_key_value(state_dict)
+        state_dict = _fuse_query_key_value(with_base_model_prefix(state_dict))
     converted = _rename_all(state_dict, source, to_ours=True)
-    if source == "transformers" and "swinv2.embeddings.position_embeddings" in converted:
+    if source == "transformers" and _POSITION_EMBEDDINGS in converted:
         # transformers keeps one extra (class) position in front; the original and this package do not.
-        converted["swinv2.embeddings.position_embeddings"] = converted["swinv2.embeddings.position_embeddings"][:, 1:]
+        converted[_POSITION_EMBEDDINGS] = converted[_POSITION_EMBEDDINGS][:, 1:]
     return converted
 
 
 def export_state_dict(
     state_dict: Mapping[str, torch.Tensor], target: str, config: SwinV2Config
 ) -> dict[str, torch.Tensor]:
-    """This package's state dict (task-model layout) in the `target` layout, loadable by that implementation.
+    """This package's state dict (task-model layout) in the `target` layout, loadable by that implementation (for
+    transformers: by its class of the same task, whose bare model holds the encoder at the top).
 
     Raises:
         CheckpointError: an unknown target, or a model the target cannot express (the main-branch norm of
             SwinV2-H/G exists in no other implementation).
     """
-    if target not in SOURCES:
-        raise CheckpointError(f"Unknown export target {target!r}; choose one of {', '.join(SOURCES)}.")
+    check_layout(target, "export target")
     if config.extra_norm_period and target != "original":
         raise CheckpointError(
             f"{target} has no main-branch LayerNorm (extra_norm_period={config.extra_norm_period}, SwinV2-H/G); "
@@ -231,9 +225,11 @@ def export_state_dict(
         exported = _move_downsample(exported, +1)
     if target == "transformers":
         exported = _split_query_key_value(exported)
-        if "swinv2.embeddings.position_embeddings" in exported:
-            positions = exported["swinv2.embeddings.position_embeddings"]
-            exported["swinv2.embeddings.position_embeddings"] = torch.cat([positions[:, :1] * 0, positions], dim=1)
+        if _POSITION_EMBEDDINGS in exported:
+            positions = exported[_POSITION_EMBEDDINGS]
+            exported[_POSITION_EMBEDDINGS] = torch.cat([positions[:, :1] * 0, positions], dim=1)
+        if all(key.startswith(_BASE_MODEL) for key in exported):  # no head: transformers' bare Swinv2Model
+            exported = without_base_model_prefix(exported)
     return exported
 
 
@@ -325,7 +321,11 @@ def check_original_buffers(state_dict: Mapping[str, torch.Tensor], config: SwinV
         if key.endswith("relative_coords_table"):
             implied = ((value.shape[1] + 1) // 2, _implied_pretrained_window(value))
             configured = expected.get(key)
-            if configured is None or configured.shape != value.shape or not torch.allclose(configured, value, atol=1e-6):
+            if (
+                configured is None
+                or configured.shape != value.shape
+                or not torch.allclose(configured, value, atol=1e-6)
+            ):
                 window = (configured.shape[1] + 1) // 2 if configured is not None else None
                 raise CheckpointError(
                     f"{key} implies window {implied[0]} with pretrained window {implied[1]} (0: none) in stage "
@@ -337,7 +337,7 @@ def check_original_buffers(state_dict: Mapping[str, torch.Tensor], config: SwinV
             configured = expected.get(key)
             if configured is None or configured.shape != value.shape or not torch.equal(configured, value):
                 tokens = value.shape[0] * value.shape[1]
-                side = math.isqrt(tokens) * to_pair(config.patch_size, 'patch_size')[0] * 2**stage
+                side = math.isqrt(tokens) * to_pair(config.patch_size, "patch_size")[0] * 2**stage
                 raise CheckpointError(
                     f"{key} is the shift mask of a {value.shape[0]}-window map ({tokens} tokens in stage {stage}, "
                     f"an image of about {side} px), which the config (image size {config.image_size}, window "
@@ -346,30 +346,6 @@ def check_original_buffers(state_dict: Mapping[str, torch.Tensor], config: SwinV
         elif key not in expected or not torch.equal(expected[key], value):
             raise CheckpointError(f"{key} does not match the window the config gives in stage {stage}.")
     return len(stored)
-
-
-def config_from_original(constructor_kwargs: Mapping, **overrides) -> SwinV2Config:
-    """SwinV2Config from the keyword arguments of the original `SwinTransformerV2` (or timm's) constructor."""
-    kwargs = dict(constructor_kwargs)
-    config = {
-        "image_size": kwargs.get("img_size", 224),
-        "patch_size": kwargs.get("patch_size", 4),
-        "num_channels": kwargs.get("in_chans", 3),
-        "embed_dim": kwargs.get("embed_dim", 96),
-        "depths": kwargs.get("depths", (2, 2, 6, 2)),
-        "num_heads": kwargs.get("num_heads", (3, 6, 12, 24)),
-        "window_size": kwargs.get("window_size", 7),
-        "pretrained_window_sizes": kwargs.get("pretrained_window_sizes"),
-        "mlp_ratio": kwargs.get("mlp_ratio", 4.0),
-        "qkv_bias": kwargs.get("qkv_bias", True),
-        "hidden_dropout_prob": kwargs.get("drop_rate", 0.0),
-        "attention_probs_dropout_prob": kwargs.get("attn_drop_rate", 0.0),
-        "drop_path_rate": kwargs.get("drop_path_rate", 0.1),
-        "use_absolute_embeddings": kwargs.get("ape", False),
-        "patch_norm": kwargs.get("patch_norm", True),
-        "num_labels": kwargs.get("num_classes", 1000),
-    }
-    return SwinV2Config(**{**config, **overrides})
 
 
 def check_state_dict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:

@@ -1,7 +1,8 @@
 """Checkpoints of other implementations -> verified, Hub-ready folders (and back), written atomically.
 
-`convert_checkpoint` is what `swinv2-hf convert` and `conversion/convert.py` run; `export_folder` is the way back to
-the original and timm layouts (and transformers'), so nobody is locked in.
+`convert_checkpoint` is what `swinv2-hf convert` and `conversion/convert.py` run, a pipeline whose steps each live in
+one place: read the source and derive its config (`sources.py`), map the keys (`conversion.py`), verify and write
+(here). `export_folder` is the way back to the original and timm layouts (and transformers'), so nobody is locked in.
 """
 
 from __future__ import annotations
@@ -24,23 +25,30 @@ from transformers import Swinv2ForMaskedImageModeling as TransformersForMaskedIm
 from transformers import Swinv2Model as TransformersModel
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.image_processing_utils import BaseImageProcessor
-from transformers.image_utils import PILImageResampling
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 from transformers.models.convnext.image_processing_pil_convnext import ConvNextImageProcessorPil
 from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
 
 from .atomic import MARKER, atomic_directory, atomic_file, prepare_output
-from .configuration_swinv2_hf import SwinV2Config, to_pair
-from .conversion import CheckpointError, check_state_dict, export_state_dict
+from .configuration_swinv2_hf import RELEASES, SwinV2Config, size_of, size_variant, to_pair
+from .conversion import (
+    CheckpointError,
+    check_original_buffers,
+    check_state_dict,
+    convert_state_dict,
+    export_state_dict,
+    with_base_model_prefix,
+    without_base_model_prefix,
+)
 from .detection_swinv2_hf import OBJECT_DETECTORS
-from .model_card import CardFacts, render_model_card, size_name
+from .model_card import CardFacts, render_model_card
 from .modeling_swinv2_hf import (
     SwinV2ForImageClassification,
     SwinV2ForMaskedImageModeling,
     SwinV2Model,
     SwinV2PreTrainedModel,
 )
-from .releases import release_of
-from .sources import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, SourceCheckpoint, folder_weights, read_source
+from .sources import Preprocessing, SourceCheckpoint, derive_config, folder_weights, read_source
 
 # Largest absolute difference of the main output (logits, reconstruction or features) accepted in float32.
 MAX_DIFFERENCE = 1e-4
@@ -51,8 +59,19 @@ _TRANSFORMERS_CLASSES = {
     SwinV2ForMaskedImageModeling: TransformersForMaskedImageModeling,
     SwinV2Model: TransformersModel,
 }
-_RESAMPLING = {"bicubic": PILImageResampling.BICUBIC, "bilinear": PILImageResampling.BILINEAR,
-               "nearest": PILImageResampling.NEAREST}  # fmt: skip
+# The fields that transformers' Swinv2Config shares with this package's.
+# fmt: off
+_TRANSFORMERS_CONFIG_FIELDS = (
+    "image_size", "patch_size", "num_channels", "embed_dim", "depths", "num_heads", "window_size",
+    "pretrained_window_sizes", "mlp_ratio", "qkv_bias", "hidden_act", "use_absolute_embeddings", "layer_norm_eps",
+    "encoder_stride", "initializer_range", "id2label", "label2id",
+)
+# fmt: on
+_RESAMPLING = {
+    "bicubic": PILImageResampling.BICUBIC,
+    "bilinear": PILImageResampling.BILINEAR,
+    "nearest": PILImageResampling.NEAREST,
+}  # fmt: skip
 
 
 @dataclass
@@ -88,8 +107,10 @@ class ConversionReport:
         if self.difference is None:
             lines.append(f"verification:     skipped ({self.reference})")
         else:
-            lines.append(f"verification:     max |difference| {self.difference:.2e} vs {self.reference} "
-                         f"(limit {MAX_DIFFERENCE:g})")
+            lines.append(
+                f"verification:     max |difference| {self.difference:.2e} vs {self.reference} "
+                f"(limit {MAX_DIFFERENCE:g})"
+            )
         lines += [f"note:             {note}" for note in self.notes]
         if self.output_dir is not None:
             lines.append(f"written:          {self.output_dir}")
@@ -117,7 +138,7 @@ def build_model(config: SwinV2Config, state_dict: dict[str, torch.Tensor]) -> Sw
     model_class = model_class_for(state_dict)
     model = model_class(config).eval()
     if model_class is SwinV2Model:
-        state_dict = {key.removeprefix("swinv2."): value for key, value in state_dict.items()}
+        state_dict = without_base_model_prefix(state_dict)
     check_state_dict(model, state_dict)
     model.load_state_dict(state_dict, strict=True)
     return model
@@ -125,10 +146,7 @@ def build_model(config: SwinV2Config, state_dict: dict[str, torch.Tensor]) -> Sw
 
 def transformers_config(config: SwinV2Config) -> TransformersSwinv2Config:
     """transformers' Swinv2Config for the same architecture."""
-    fields = ("image_size", "patch_size", "num_channels", "embed_dim", "depths", "num_heads", "window_size",
-              "pretrained_window_sizes", "mlp_ratio", "qkv_bias", "hidden_act", "use_absolute_embeddings",
-              "layer_norm_eps", "encoder_stride", "initializer_range", "id2label", "label2id")  # fmt: skip
-    return TransformersSwinv2Config(**{name: getattr(config, name) for name in fields})
+    return TransformersSwinv2Config(**{name: getattr(config, name) for name in _TRANSFORMERS_CONFIG_FIELDS})
 
 
 def _why_transformers_cannot_run(config: SwinV2Config) -> str | None:
@@ -147,24 +165,9 @@ def _reference_model(model: SwinV2PreTrainedModel, checkpoint: SourceCheckpoint)
     if checkpoint.transformers_folder is not None:
         return transformers_class.from_pretrained(checkpoint.transformers_folder).eval()
     reference = transformers_class(transformers_config(model.config)).eval()
-    reference.load_state_dict(_transformers_state_dict(_task_layout(model), model.config), strict=True)
+    state_dict = with_base_model_prefix(model.state_dict())  # the layout the key tables read
+    reference.load_state_dict(export_state_dict(state_dict, "transformers", model.config), strict=True)
     return reference
-
-
-def _transformers_state_dict(state_dict: dict[str, torch.Tensor], config: SwinV2Config) -> dict[str, torch.Tensor]:
-    """Weights for the transformers class of the same task (its bare model has no `swinv2.` prefix)."""
-    exported = export_state_dict(state_dict, "transformers", config)
-    if _TRANSFORMERS_CLASSES[model_class_for(state_dict)] is TransformersModel:
-        return {key.removeprefix("swinv2."): value for key, value in exported.items()}
-    return exported
-
-
-def _task_layout(model: SwinV2PreTrainedModel) -> dict[str, torch.Tensor]:
-    """The model's weights with the `swinv2.` prefix the layouts expect, whatever the model class."""
-    state_dict = model.state_dict()
-    if isinstance(model, SwinV2Model):
-        return {f"swinv2.{key}": value for key, value in state_dict.items()}
-    return state_dict
 
 
 def main_output(model: torch.nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -278,28 +281,6 @@ def push_folder(folder: Path, repo_id: str, private: bool = False, commit_messag
     return str(url)
 
 
-def read_id2label(path: str | os.PathLike) -> dict[int, str]:
-    """Class names from a JSON mapping (`{"0": "tench", ...}`) or a text file with one name per line.
-
-    Raises:
-        CheckpointError: a JSON file that is not a mapping of the indices 0..N-1 to names (the labels would shift).
-    """
-    path = Path(path)
-    text = path.read_text()
-    if path.suffix != ".json":
-        return dict(enumerate(line.strip() for line in text.splitlines() if line.strip()))
-    fix = 'Write it as {"0": "tench", "1": ...} or as a text file with one name per line.'
-    try:
-        id2label = {int(index): str(name) for index, name in json.loads(text).items()}
-    except (ValueError, AttributeError) as error:  # not JSON, a key that is not an integer, or not a mapping
-        raise CheckpointError(f"{path} is not a JSON mapping of class indices to names ({error}). {fix}") from error
-    missing = sorted(set(range(len(id2label))) - set(id2label))
-    if missing:
-        raise CheckpointError(f"{path} names no class {missing[0]}: its {len(id2label)} indices must be 0 to "
-                              f"{len(id2label) - 1}. {fix}")
-    return id2label
-
-
 def convert_checkpoint(
     source: str,
     checkpoint: str | os.PathLike,
@@ -323,27 +304,24 @@ def convert_checkpoint(
     output_dir = Path(output_dir)
     inputs = [path for path in (checkpoint, config_path, id2label_path) if path is not None]
     prepare_output(output_dir, overwrite, inputs)  # before any work, not only before writing
-    loaded = read_source(source, checkpoint, model_name, config_path)
-    if id2label_path is not None:
-        id2label = read_id2label(id2label_path)
-        if len(id2label) != loaded.config.num_labels:  # before assigning: id2label sets num_labels
-            raise CheckpointError(
-                f"--id2label {id2label_path} names {len(id2label)} classes, but the model has "
-                f"{loaded.config.num_labels} (the checkpoint's classifier head). Give one name per class."
-            )
-        loaded.config.id2label = id2label
-        loaded.config.label2id = {name: index for index, name in id2label.items()}  # not updated by the line above
-    model = build_model(loaded.config, loaded.state_dict)
+    # 1. Read the source; 2. derive the config.
+    read = read_source(source, checkpoint)
+    config, notes = derive_config(read, model_name, config_path, id2label_path)
+    # 3. Map the keys (the original's stored buffers are checked against the config, not copied).
+    buffers_checked = check_original_buffers(read.weights, config) if source == "original" else 0
+    state_dict = convert_state_dict(read.weights, source)
+    # 4. Verify: a strict load, then the outputs against transformers' Swinv2.
+    model = build_model(config, state_dict)
     report = ConversionReport(
         source=source,
         model_class=type(model).__name__,
         parameters=sum(p.numel() for p in model.parameters()),
-        keys_mapped=len(loaded.state_dict),
-        buffers_checked=loaded.buffers_checked,
-        notes=loaded.notes,
+        keys_mapped=len(state_dict),
+        buffers_checked=buffers_checked,
+        notes=notes,
     )
     if check:
-        report.difference, report.reference = verify(model, loaded)
+        report.difference, report.reference = verify(model, read)
         if report.difference is not None and report.difference > MAX_DIFFERENCE:
             raise CheckpointError(
                 f"The converted model differs from {report.reference} by {report.difference:.2e} (limit "
@@ -351,16 +329,18 @@ def convert_checkpoint(
             )
     else:
         report.reference = "--no-verify"
+    # 5. Write (and push).
+    model_name = model_name or read.model_name
     facts = CardFacts(
         repo_id=push_to_hub or output_dir.name,
         architecture=report.model_class,
-        model_name=loaded.model_name,
-        release=release_of(loaded.model_name),
-        preprocessing=describe_preprocessing(loaded.config, loaded.preprocessing),
+        model_name=model_name,
+        variant=RELEASES.get(model_name) if model_name else None,  # a release's name: the zoo's figures apply
+        preprocessing=describe_preprocessing(config, read.preprocessing),
         conversion=report.summary(),
     )
     with atomic_directory(output_dir, overwrite, inputs) as folder:
-        write_model_folder(folder, model, image_processor_for(loaded.config, loaded.preprocessing), facts, max_shard_size)
+        write_model_folder(folder, model, image_processor_for(config, read.preprocessing), facts, max_shard_size)
     report.output_dir = output_dir
     if push_to_hub:
         report.repo_url = push_folder(output_dir, push_to_hub, commit_message=f"Convert {Path(checkpoint).name}")
@@ -373,47 +353,39 @@ def convert_checkpoint(
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _saved_task_layout(folder: Path) -> dict[str, torch.Tensor]:
-    """A saved folder's weights with the `swinv2.` prefix of the task layout (a bare model saves without it)."""
-    state_dict = folder_weights(folder)
-    if any(key.startswith(("swinv2.", "classifier.", "decoder.")) for key in state_dict):
-        return state_dict
-    return {f"swinv2.{key}": value for key, value in state_dict.items()}
-
-
-def _timm_architecture(config: SwinV2Config) -> str:
-    """A timm variant of the same size (timm builds from it; `model_args` carry the rest)."""
-    size = {"T": "tiny", "S": "small", "B": "base", "L": "large"}.get(size_name(config), "tiny")
-    return f"swinv2_{size}_window8_256" if size != "large" else "swinv2_large_window12_192"
-
-
 def _export_config(config: SwinV2Config, target: str, processor: dict, transformers_class: type) -> dict:
     """config.json of the exported folder: timm's Hub format, or transformers' Swinv2Config."""
     height, width = to_pair(config.image_size, "image_size")
     if target == "transformers":
         return {**transformers_config(config).to_dict(), "architectures": [transformers_class.__name__]}
     return {
-        "architecture": _timm_architecture(config),
+        # A timm variant of the same size, tiny for sizes of their own (timm builds from it; model_args carry the rest).
+        "architecture": size_variant(size_of(config) or "tiny").name,
         "num_classes": config.num_labels,
         "num_features": config.hidden_size,
         "global_pool": "avg",
         "model_args": {
-            "img_size": [height, width], "patch_size": to_pair(config.patch_size, "patch_size")[0],
-            "in_chans": config.num_channels, "embed_dim": config.embed_dim, "depths": list(config.depths),
-            "num_heads": list(config.num_heads), "window_size": config.window_size,
-            "pretrained_window_sizes": list(config.pretrained_window_sizes), "mlp_ratio": config.mlp_ratio,
+            "img_size": [height, width],
+            "patch_size": to_pair(config.patch_size, "patch_size")[0],
+            "in_chans": config.num_channels,
+            "embed_dim": config.embed_dim,
+            "depths": list(config.depths),
+            "num_heads": list(config.num_heads),
+            "window_size": config.window_size,
+            "pretrained_window_sizes": list(config.pretrained_window_sizes),
+            "mlp_ratio": config.mlp_ratio,
             "qkv_bias": config.qkv_bias,
         },
         "pretrained_cfg": {
             "input_size": [config.num_channels, height, width],
             "crop_pct": processor.get("crop_pct") or 1.0,
             "interpolation": {0: "nearest", 2: "bilinear", 3: "bicubic"}.get(processor.get("resample", 3), "bicubic"),
-            "mean": processor.get("image_mean", list(IMAGENET_MEAN)),
-            "std": processor.get("image_std", list(IMAGENET_STD)),
+            "mean": processor.get("image_mean", IMAGENET_DEFAULT_MEAN),
+            "std": processor.get("image_std", IMAGENET_DEFAULT_STD),
             "num_classes": config.num_labels,
             "classifier": "head.fc",
         },
-    }  # fmt: skip
+    }
 
 
 def check_model_folder(folder: str | os.PathLike) -> dict[str, Any]:
@@ -441,8 +413,10 @@ def check_model_folder(folder: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{config_file} is not valid JSON ({error}). {written_by}") from error
     model_type = config.get("model_type") if isinstance(config, dict) else None
     if model_type != SwinV2Config.model_type:
-        raise CheckpointError(f"{folder} holds a {model_type!r} model, not {SwinV2Config.model_type}; convert it "
-                              "first with swinv2-hf convert.")
+        raise CheckpointError(
+            f"{folder} holds a {model_type!r} model, not {SwinV2Config.model_type}; convert it "
+            "first with swinv2-hf convert."
+        )
     return config
 
 
@@ -463,12 +437,9 @@ def export_folder(folder: str | os.PathLike, target: str, output: str | os.PathL
     check_model_folder(folder)
     prepare_output(output, overwrite, [folder])
     config = SwinV2Config.from_pretrained(folder)
-    state_dict = _saved_task_layout(folder)
+    state_dict = with_base_model_prefix(folder_weights(folder))  # a bare model saves without the prefix
     transformers_class = _TRANSFORMERS_CLASSES[model_class_for(state_dict)]
-    if target == "transformers":
-        exported = _transformers_state_dict(state_dict, config)
-    else:
-        exported = export_state_dict(state_dict, target, config)
+    exported = export_state_dict(state_dict, target, config)
     if target == "original":
         with atomic_file(output, overwrite, [folder]) as temporary:
             torch.save({"model": exported}, temporary)
@@ -477,7 +448,9 @@ def export_folder(folder: str | os.PathLike, target: str, output: str | os.PathL
     processor = json.loads(processor_file.read_text()) if processor_file.is_file() else {}
     with atomic_directory(output, overwrite, [folder]) as temporary:
         save_file({key: value.contiguous() for key, value in exported.items()}, temporary / "model.safetensors")
-        (temporary / "config.json").write_text(json.dumps(_export_config(config, target, processor, transformers_class), indent=2) + "\n")
+        (temporary / "config.json").write_text(
+            json.dumps(_export_config(config, target, processor, transformers_class), indent=2) + "\n"
+        )
         if target == "transformers" and processor_file.is_file():
             shutil.copy(processor_file, temporary / processor_file.name)
     return output

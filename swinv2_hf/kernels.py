@@ -120,8 +120,10 @@ def _onednn_op():
         if not torch.equal(op(probe, torch.eye(2), torch.ones(2), False), probe + 1):
             raise RuntimeError("wrong result on a 1x2 probe")
     except Exception as error:  # any failure of a private API means: use the standard op
-        logger.warning(f"oneDNN's linear op is unusable in torch {torch.__version__} ({error}); SwinV2's linear "
-                       "layers use F.linear.")
+        logger.warning(
+            f"oneDNN's linear op is unusable in torch {torch.__version__} ({error}); SwinV2's linear "
+            "layers use F.linear."
+        )
         return None
     return op
 
@@ -224,12 +226,15 @@ def gelu_mlp(fc1: nn.Module, fc2: nn.Module, hidden_states: torch.Tensor, implem
     needs_grad = torch.is_grad_enabled() and (hidden_states.requires_grad or any(p.requires_grad for p in parameters))
     standard = implementation == "torch" or type(fc2) is not nn.Linear or standard_ops_only()
     if not needs_grad or standard or torch.is_autocast_enabled("cpu"):
+
+        def mlp(inputs: torch.Tensor) -> torch.Tensor:
+            return linear(fc2, linear(fc1, inputs, implementation, gelu=True), implementation)
+
         rows = hidden_states.reshape(1, -1, hidden_states.shape[-1])
         chunk = window_chunk(rows, rows_per_item=1)
         if chunk is None:
-            return linear(fc2, linear(fc1, hidden_states, implementation, gelu=True), implementation)
-        outputs = [linear(fc2, linear(fc1, rows[:, start : start + chunk], implementation, gelu=True), implementation)
-                   for start in range(0, rows.shape[1], chunk)]  # fmt: skip
+            return mlp(hidden_states)
+        outputs = [mlp(rows[:, start : start + chunk]) for start in range(0, rows.shape[1], chunk)]
         return torch.cat(outputs, dim=1).view(*hidden_states.shape[:-1], -1)
     hidden_states = linear(fc1, hidden_states, implementation)
     kernel = linear_kernel(fc2, hidden_states, implementation)
@@ -293,28 +298,36 @@ def _linear_through_onednn(
 NORMALIZE_EPS = 1e-12
 
 
-def cosine_query_key(query_key: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Unit-length queries and keys times a per-head scale (cosine attention, paper eq. 2), written head-major.
+def cosine_query_key(query_key: torch.Tensor, logit_scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Unit-length queries times each head's logit scale, and unit-length keys, written head-major: their products
+    are the scaled cosine logits of paper eq. 2, `(s q / |q|) . (k / |k|) = s cos(q, k)`.
 
     Args:
         query_key: (B, nW, N, 2, heads, head_dim), the query and key parts of the fused qkv projection (a view).
-        scale: (2, heads, 1): the clamped temperature for the queries, ones for the keys.
+        logit_scale: (heads,), the clamped and exponentiated logit scale of each head.
         dtype: The attention core's dtype; the norms are computed in at least float32.
 
     Returns:
         (2, B, nW, heads, N, head_dim), contiguous, so that the attention kernels take queries and keys without a copy
         of their own. One norm and one product over both halves, written straight into that layout: measured 4x
-        faster than normalising queries and keys apart and scaling the queries after. With gradients, backward
+        faster than normalising queries and keys apart and scaling the queries after; and the N x N logits need no
+        pass of their own for the scale (SDPA takes a single scale for all heads anyway). With gradients, backward
         works from this output and the norms, so the qkv projection's output need not be kept (3C per token per
         block); the gradient is that of `F.normalize`.
     """
-    if torch.is_grad_enabled() and (query_key.requires_grad or scale.requires_grad) and not standard_ops_only():
-        return _CosineQueryKey.apply(query_key, scale, dtype)
-    return _scaled_unit_vectors(query_key, scale, dtype)[0]
+    if torch.is_grad_enabled() and (query_key.requires_grad or logit_scale.requires_grad) and not standard_ops_only():
+        return _CosineQueryKey.apply(query_key, logit_scale, dtype)
+    return _scaled_unit_vectors(query_key, logit_scale, dtype)[0]
+
+
+def _half_scales(logit_scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(2, 1, 1, heads, 1, 1): the logit scale for the query half, ones for the key half."""
+    logit_scale = logit_scale.to(dtype).flatten()
+    return torch.stack((logit_scale, torch.ones_like(logit_scale))).view(2, 1, 1, -1, 1, 1)
 
 
 def _scaled_unit_vectors(
-    query_key: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype
+    query_key: torch.Tensor, logit_scale: torch.Tensor, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(query_key / norm * scale in the (2, B, nW, heads, N, head_dim) layout, the clamped norms in that layout)."""
     compute_dtype = torch.promote_types(query_key.dtype, torch.float32)
@@ -322,7 +335,7 @@ def _scaled_unit_vectors(
     # The norms in the input's own layout (a strided reduction over the head-major view measured 4x slower).
     norms = torch.linalg.vector_norm(query_key, dim=-1, keepdim=True).clamp_min(NORMALIZE_EPS)
     head_major, norms = query_key.permute(3, 0, 1, 4, 2, 5), norms.permute(3, 0, 1, 4, 2, 5)
-    factors = scale.to(compute_dtype).view(2, 1, 1, -1, 1, 1) / norms
+    factors = _half_scales(logit_scale, compute_dtype) / norms
     if standard_ops_only():  # a traced graph holds no out= ops
         return (head_major * factors).to(dtype).contiguous(), norms
     output = torch.empty(head_major.shape, dtype=compute_dtype, device=head_major.device)
@@ -334,23 +347,23 @@ class _CosineQueryKey(torch.autograd.Function):
     """`cosine_query_key` with a backward from its output and norms."""
 
     @staticmethod
-    def forward(ctx, query_key: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        output, norms = _scaled_unit_vectors(query_key, scale, dtype)
-        ctx.save_for_backward(output, norms, scale)
+    def forward(ctx, query_key: torch.Tensor, logit_scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        output, norms = _scaled_unit_vectors(query_key, logit_scale, dtype)
+        ctx.save_for_backward(output, norms, logit_scale)
         ctx.input_dtype = query_key.dtype
         return output
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor) -> tuple:
-        output, norms, scale = ctx.saved_tensors
+        output, norms, logit_scale = ctx.saved_tensors
         grad, output = grad.to(norms.dtype), output.to(norms.dtype)
-        per_head = scale.to(norms.dtype).view(2, 1, 1, -1, 1, 1)
-        # With y = s x / |x| (s the head's scale): dL/dx = (s / |x|) g - y (y . g) / (s |x|), and dL/ds = (y . g) / s.
-        # Only the last factor spans the vectors, so the full-size work is two products and one fused update. Where
-        # the norm was clamped to eps, y = s x / eps and the radial term vanishes.
+        per_head = _half_scales(logit_scale, norms.dtype)
+        # With y = s x / |x| (s the head's scale, 1 for keys): dL/dx = (s / |x|) g - y (y . g) / (s |x|), and for the
+        # queries dL/ds = (y . g) / s. Only the last factor spans the vectors, so the full-size work is two products
+        # and one fused update. Where the norm was clamped to eps, y = s x / eps and the radial term vanishes.
         dot = (output * grad).sum(-1, keepdim=True)
         radial = torch.where(norms > NORMALIZE_EPS, dot / (per_head * norms), 0.0)
         grad_input = (grad * (per_head / norms)).addcmul_(output, radial, value=-1.0)
-        grad_scale = (dot / per_head).sum(dim=(1, 2, 4)).to(scale.dtype)  # (2, heads, 1)
+        grad_scale = (dot[0] / per_head[0]).sum(dim=(0, 1, 3)).view_as(logit_scale).to(logit_scale.dtype)
         return grad_input.permute(1, 2, 4, 0, 3, 5).to(ctx.input_dtype), grad_scale, None

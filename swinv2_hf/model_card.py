@@ -11,21 +11,25 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import modeling_swinv2_hf
-from .configuration_swinv2_hf import SwinV2Config, to_pair
+from .configuration_swinv2_hf import SIZES, VARIANTS, ZOO_URL, SwinV2Config, Variant, size_of, to_pair
 from .modeling_swinv2_hf import SwinV2PreTrainedModel
-from .releases import ZOO_URL, Release
 
 TEMPLATE = Path(__file__).with_name("templates") / "model_card.md"
 SAMPLE_IMAGE_URL = "http://images.cocodataset.org/val2017/000000039769.jpg"
 LICENSE = "mit"  # the original weights and code (microsoft/Swin-Transformer) are MIT
-_SIZE_NAMES = {128: "B", 192: "L", 352: "H", 512: "G"}  # by embedding width; 96 is T or S by depth
+# The largest float64 difference of a converted model's outputs to the original's, over every tensor of the reference
+# cases (tests/fixtures; it is case B's last stage), measured on an AMD EPYC Zen 3: the figure README.md states.
+ORIGINAL_FLOAT64_DIFFERENCE = 3e-12
 _DATASET_NAMES = {"imagenet-1k": "ImageNet-1K", "imagenet-21k": "ImageNet-22K (21,841 classes)"}
+# fmt: off
 _TASKS = {  # architecture -> (pipeline tag, Auto class, what the card calls the model)
-    "SwinV2ForImageClassification": ("image-classification", "AutoModelForImageClassification", "for image classification"),
+    "SwinV2ForImageClassification": ("image-classification", "AutoModelForImageClassification",
+                                     "for image classification"),
     "SwinV2ForMaskedImageModeling": (None, "AutoModelForMaskedImageModeling", "for masked image modeling (SimMIM)"),
-    "SwinV2Model": ("image-feature-extraction", "AutoModel", "as a feature extractor"),
-    "SwinV2Backbone": ("image-feature-extraction", "AutoModel", "as a feature extractor"),
-}  # fmt: skip
+    "SwinV2Model":                  ("image-feature-extraction", "AutoModel", "as a feature extractor"),
+    "SwinV2Backbone":               ("image-feature-extraction", "AutoModel", "as a feature extractor"),
+}
+# fmt: on
 
 
 @dataclass
@@ -35,7 +39,7 @@ class CardFacts:
     repo_id: str
     architecture: str = "SwinV2ForImageClassification"
     model_name: str | None = None
-    release: Release | None = None
+    variant: Variant | None = None  # the released variant the weights are: the card states what the zoo publishes
     preprocessing: str = ""
     conversion: str | None = None
     extra_tags: list[str] = field(default_factory=list)
@@ -44,10 +48,9 @@ class CardFacts:
 
 
 def size_name(config: SwinV2Config) -> str:
-    """The paper's size letter (T, S, B, L, H, G), or the width for other configs."""
-    if config.embed_dim == 96:
-        return "T" if tuple(config.depths) == (2, 2, 6, 2) else "S"
-    return _SIZE_NAMES.get(config.embed_dim, f"C{config.embed_dim}")
+    """The paper's size letter (T, S, B, L, H, G), or the width for a size of its own."""
+    size = size_of(config)
+    return SIZES[size].letter if size else f"C{config.embed_dim}"
 
 
 def count_parameters_and_flops(config: SwinV2Config, architecture: str) -> tuple[int, float]:
@@ -96,29 +99,45 @@ def usage_snippet(repo_id: str, architecture: str) -> str:
 
 def _eval_results(facts: CardFacts) -> list[EvalResult] | None:
     results = []
-    if facts.release is not None and facts.release.top1 is not None:
-        for metric, value in (("top-1 accuracy", facts.release.top1), ("top-5 accuracy", facts.release.top5)):
-            results.append(EvalResult(
-                task_type="image-classification", dataset_type="imagenet-1k", dataset_name="ImageNet-1K",
-                dataset_split="validation", metric_type="accuracy", metric_name=metric, metric_value=value,
-                source_name="Swin Transformer model zoo", source_url=ZOO_URL,
-            ))  # fmt: skip
+    release = facts.variant.release if facts.variant else None
+    if release is not None and release.top1 is not None:
+        for metric, value in (("top-1 accuracy", release.top1), ("top-5 accuracy", release.top5)):
+            results.append(
+                EvalResult(
+                    task_type="image-classification",
+                    dataset_type="imagenet-1k",
+                    dataset_name="ImageNet-1K",
+                    dataset_split="validation",
+                    metric_type="accuracy",
+                    metric_name=metric,
+                    metric_value=value,
+                    source_name="Swin Transformer model zoo",
+                    source_url=ZOO_URL,
+                )
+            )
     for metric, value in facts.results.items():
-        results.append(EvalResult(
-            task_type="image-classification", dataset_type=facts.dataset or "custom", dataset_name=facts.dataset or
-            "custom", dataset_split="test", metric_type=metric.split(" ")[0], metric_name=metric, metric_value=value,
-        ))  # fmt: skip
+        results.append(
+            EvalResult(
+                task_type="image-classification",
+                dataset_type=facts.dataset or "custom",
+                dataset_name=facts.dataset or "custom",
+                dataset_split="test",
+                metric_type=metric.split(" ")[0],
+                metric_name=metric,
+                metric_value=value,
+            )
+        )
     return results or None
 
 
 def render_model_card(config: SwinV2Config, facts: CardFacts) -> ModelCard:
     """The card of a folder holding `config` and weights described by `facts`."""
     pipeline_tag, _, task_description = _TASKS[facts.architecture]
-    release = facts.release
+    release = facts.variant.release if facts.variant else None
     pretrained_on = release.pretrained_on if release else facts.dataset
     base_model = None
-    if release is not None and release.base_release:
-        base_model = Release(release.base_release, None, None, None, None, "").transformers_repo_id
+    if release is not None and release.fine_tuned_from:
+        base_model = VARIANTS[release.fine_tuned_from].release.transformers_repo_id
     card_data = ModelCardData(
         license=LICENSE,
         library_name="transformers",
@@ -148,6 +167,7 @@ def render_model_card(config: SwinV2Config, facts: CardFacts) -> ModelCard:
         classes=config.num_labels if facts.architecture == "SwinV2ForImageClassification" else None,
         pretrained_on=_DATASET_NAMES.get(pretrained_on, pretrained_on) if pretrained_on else None,
         source_url=release.url if release else None,
+        timm_name=f"{facts.variant.name}.{release.timm_tag}" if release else None,
         model_name=facts.model_name,
         preprocessing=facts.preprocessing,
         conversion=facts.conversion,
@@ -156,4 +176,5 @@ def render_model_card(config: SwinV2Config, facts: CardFacts) -> ModelCard:
         zoo_url=ZOO_URL,
         usage=usage_snippet(facts.repo_id, facts.architecture),
         repo_id=facts.repo_id,
+        float64_difference=f"{ORIGINAL_FLOAT64_DIFFERENCE:g}",
     )

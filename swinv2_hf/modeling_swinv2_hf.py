@@ -1,7 +1,8 @@
 """Swin Transformer V2 for Hugging Face Transformers.
 
-Liu et al., "Swin Transformer V2: Scaling Up Capacity and Resolution", arXiv 2111.09883 (https://arxiv.org/abs/2111.09883);
-original code: https://github.com/microsoft/Swin-Transformer (`models/swin_transformer_v2.py`, `models/simmim.py`, MIT).
+Liu et al., "Swin Transformer V2: Scaling Up Capacity and Resolution", arXiv 2111.09883
+(https://arxiv.org/abs/2111.09883); original code: https://github.com/microsoft/Swin-Transformer
+(`models/swin_transformer_v2.py`, `models/simmim.py`, MIT).
 
 The computation follows the original exactly (res-post-norm, scaled cosine attention with the logit scale clamped at
 the float32 value of log(100), the log-spaced continuous position bias, the shift mask, patch merging with the V2
@@ -27,11 +28,14 @@ import contextlib
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
@@ -39,7 +43,6 @@ from transformers.activations import ACT2FN
 from transformers.backbone_utils import BackboneMixin
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BackboneOutput
-from safetensors import safe_open
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, ModelOutput, cached_file, logging
 
 from .configuration_swinv2_hf import SwinV2Config, to_pair
@@ -307,7 +310,9 @@ class SwinV2PatchMerging(nn.Module):
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
         self.norm = nn.LayerNorm(2 * dim, eps=config.layer_norm_eps)
 
-    def forward(self, hidden_states: torch.Tensor, height: int, width: int, token_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, height: int, width: int, token_mask: torch.Tensor | None
+    ) -> torch.Tensor:
         batch, _, channels = hidden_states.shape
         hidden_states = hidden_states.view(batch, height, width, channels)
         if token_mask is not None:
@@ -316,21 +321,43 @@ class SwinV2PatchMerging(nn.Module):
         pad_bottom, pad_right = padding_to_multiple(height, 2), padding_to_multiple(width, 2)
         if needs_padding(pad_bottom, pad_right):
             hidden_states = F.pad(hidden_states, (0, 0, 0, pad_right, 0, pad_bottom))
-        # The original's order: (0,0), (1,0), (0,1), (1,1) offsets concatenated on channels.
-        hidden_states = torch.cat(
-            [hidden_states[:, 0::2, 0::2], hidden_states[:, 1::2, 0::2], hidden_states[:, 0::2, 1::2], hidden_states[:, 1::2, 1::2]],
-            dim=-1,
-        ).view(batch, -1, 4 * channels)  # (B, H/2*W/2, 4C)
+        # The 2x2 neighbours (row, column) in the original's order, concatenated on channels.
+        offsets = ((0, 0), (1, 0), (0, 1), (1, 1))
+        hidden_states = torch.cat([hidden_states[:, row::2, column::2] for row, column in offsets], dim=-1)
+        hidden_states = hidden_states.view(batch, -1, 4 * channels)  # (B, H/2*W/2, 4C)
         return self.norm(linear(self.reduction, hidden_states, self.config.linear_implementation))
 
 
-def attention_dtype(qkv: torch.Tensor) -> torch.dtype:
-    """The precision of the attention core: at least float32 on CPU, where half-precision attention measured slower
-    than float32 (bf16 SDPA 37 ms vs float32 19 ms per SwinV2-T stage-1 layer, batch 8) and is less exact; the input's
-    precision elsewhere, where half-precision kernels are the fast ones."""
+def attention_precision(qkv: torch.Tensor) -> tuple[torch.dtype, contextlib.AbstractContextManager]:
+    """The dtype of the attention core, and the context to compute it in: the one place that decides its precision.
+
+    On CPU at least float32 with autocast off (which would cast the core back): half-precision attention measured
+    slower there than float32 (bf16 SDPA 37 ms vs float32 19 ms per SwinV2-T stage-1 layer, batch 8) and is less exact.
+    Elsewhere the projection's dtype under the caller's autocast, where half-precision kernels are the fast ones. The
+    cosine normalisation and the position bias are computed in at least float32 either way.
+    """
     if qkv.device.type == "cpu":
-        return torch.promote_types(qkv.dtype, torch.float32)
-    return qkv.dtype
+        return torch.promote_types(qkv.dtype, torch.float32), autocast_disabled(qkv.device)
+    return qkv.dtype, contextlib.nullcontext()
+
+
+def window_groups(
+    hidden_states: torch.Tensor, mask: torch.Tensor | None, chunk_size: int | None
+) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """The windows (B, nW, N, C) with their mask (B or 1, nW, N, N), in the groups that attention processes one after
+    the other: `config.attention_chunk_size` windows at a time (the paper's sequential attention, which bounds its
+    memory), cache-sized groups in a CPU forward without gradients (`kernels.window_chunk`), otherwise all at once."""
+    batch, num_windows, tokens, _ = hidden_states.shape
+    chunk = window_chunk(hidden_states, rows_per_item=batch * tokens, configured=chunk_size)
+    if chunk is None:
+        return [(hidden_states, mask)]
+    parts = [slice(start, start + chunk) for start in range(0, num_windows, chunk)]
+    return [(hidden_states[:, part], None if mask is None else mask[:, part]) for part in parts]
+
+
+def concat_windows(groups: list[torch.Tensor]) -> torch.Tensor:
+    """Per-group results of `window_groups` joined along the windows (dimension 1) again; a single group as it is."""
+    return groups[0] if len(groups) == 1 else torch.cat(groups, dim=1)
 
 
 class SwinV2WindowAttention(nn.Module):
@@ -377,52 +404,6 @@ class SwinV2WindowAttention(nn.Module):
         self.relative_position_index = index.to(device)
         self._bias_cache = None
 
-    def train(self, mode: bool = True) -> SwinV2WindowAttention:
-        self._bias_cache = None
-        return super().train(mode)
-
-    def position_bias(self, window: int) -> torch.Tensor:
-        """16 * sigmoid(MLP(log-spaced coordinates)) spread over token pairs: (heads, N, N).
-
-        Computed in at least float32 whatever the weights' precision, since half precision would blur a bias that
-        decides where sharp (logit scale up to 100) attention goes. Cached while nothing needs its gradient: the
-        cache key holds the MLP parameters' identities and in-place version counters, so a loaded checkpoint, an
-        optimiser step or any in-place edit is seen. Not cached while tracing or exporting, whose graph computes it.
-        """
-        weights = list(self.continuous_position_bias_mlp.parameters())
-        needs_grad = torch.is_grad_enabled() and any(weight.requires_grad for weight in weights)
-        use_cache = not (needs_grad or self.training or torch.compiler.is_compiling() or standard_ops_only())
-        if use_cache:
-            key = (window, tuple((id(w), w._version, w.data_ptr(), w.dtype, w.device) for w in weights))
-            if self._bias_cache is not None and self._bias_cache[0] == key:
-                return self._bias_cache[1]
-        bias = self._compute_position_bias(window)
-        if use_cache:
-            self._bias_cache = (key, bias)
-        return bias
-
-    def _compute_position_bias(self, window: int) -> torch.Tensor:
-        if window == self.window:
-            coordinates, index = self.relative_coords_table, self.relative_position_index
-        else:
-            coordinates, index = relative_position_tables(window, self.pretrained_window)
-            index = index.to(self.relative_position_index.device)
-        with autocast_disabled(index.device):
-            table = self._position_bias_table(coordinates).view(-1, self.num_heads)  # ((2w-1)^2, heads)
-            bias = table[index.view(-1)].view(window * window, window * window, self.num_heads)
-            return POSITION_BIAS_SCALE * torch.sigmoid(bias.permute(2, 0, 1).contiguous())  # (heads, N, N)
-
-    def _position_bias_table(self, coordinates: torch.Tensor) -> torch.Tensor:
-        """The MLP over the coordinate table, in at least float32. A quantized MLP (torch.ao dynamic quantization
-        swaps its linear layers for modules without a float weight) runs its own modules on float32 input."""
-        first, _, last = self.continuous_position_bias_mlp
-        if not isinstance(first.weight, torch.Tensor):
-            return self.continuous_position_bias_mlp(coordinates.float())
-        dtype = torch.promote_types(first.weight.dtype, torch.float32)
-        coordinates = coordinates.to(device=first.weight.device, dtype=dtype)
-        hidden = F.relu(F.linear(coordinates, first.weight.to(dtype), first.bias.to(dtype)))
-        return F.linear(hidden, last.weight.to(dtype))
-
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -430,7 +411,8 @@ class SwinV2WindowAttention(nn.Module):
         mask: torch.Tensor | None = None,
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Attention inside each window.
+        """softmax(cos(q, k) * min(exp(logit_scale), 100) + 16 * sigmoid(CPB) + mask) V inside each window (paper eq.
+        2), then the output projection.
 
         Args:
             hidden_states: (B, num_windows, N, C) with N = window**2.
@@ -438,85 +420,93 @@ class SwinV2WindowAttention(nn.Module):
             mask: None or additive (B or 1, num_windows, N, N): shift regions and padding keys.
             output_attentions: Also return the probabilities (B*num_windows, heads, N, N); uses the eager kernel.
         """
-        batch, num_windows, tokens, _ = hidden_states.shape
-        chunk = window_chunk(hidden_states, rows_per_item=batch * tokens, configured=self.config.attention_chunk_size)
-        bias = self.position_bias(window)
-        if chunk is None:
-            output, attentions = self._attend(hidden_states, bias, mask, output_attentions)
-            return output, attentions.flatten(0, 1) if output_attentions else None
-        parts = [slice(start, start + chunk) for start in range(0, num_windows, chunk)]
-        results = [self._attend(hidden_states[:, part], bias, None if mask is None else mask[:, part], output_attentions)
-                   for part in parts]  # fmt: skip
-        output = torch.cat([result[0] for result in results], dim=1)
-        attentions = torch.cat([result[1] for result in results], dim=1).flatten(0, 1) if output_attentions else None
-        return output, attentions
+        batch, _, tokens, channels = hidden_states.shape
+        head_dim = channels // self.num_heads
+        implementation = self.config.linear_implementation
+        qkv_bias = None if self.q_bias is None else torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+        logit_scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp().flatten()  # (heads,)
+        position_bias = self.cached_position_bias(window)  # (heads, N, N): 16 * sigmoid(CPB)
+        # SDPA's fused CPU kernel gives an additive mask no gradient: training the position bias would take SDPA's
+        # math path, slower and larger than the explicit one (training step 4.30 s / 1017 MiB against 3.94 s / 909 MiB).
+        trains_bias = self.training and position_bias.requires_grad and position_bias.device.type == "cpu"
+        fused_attn = self.config._attn_implementation == "sdpa" and not output_attentions and not trains_bias
 
-    def _attend(
-        self, hidden_states: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Attention of (B, nW, N, C) windows: fused qkv projection, cosine attention with the position `bias` and the
-        additive `mask`, output projection. Returns the output and, with `output_attentions`, the probabilities
-        (B, nW, heads, N, N)."""
-        batch, num_windows, tokens, channels = hidden_states.shape
-        qkv_bias = None
-        if self.q_bias is not None:
-            qkv_bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
-        qkv = linear(self.qkv, hidden_states, self.config.linear_implementation, extra_bias=qkv_bias)
-        qkv = qkv.view(batch, num_windows, tokens, 3, self.num_heads, -1)
-        dtype = attention_dtype(qkv)
-        temperature = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp().view(1, -1, 1)
-        scale = torch.cat((temperature, torch.ones_like(temperature)))  # (2, heads, 1): keys keep unit length
-        query, key = cosine_query_key(qkv[:, :, :, :2], scale, dtype).unbind(0)  # (B, nW, heads, N, hd) each
-        # A copy of its own, so that nothing keeps the whole qkv output alive for backward.
-        value = qkv[:, :, :, 2].transpose(2, 3).to(dtype, memory_format=torch.contiguous_format)
-        bias = bias.to(torch.promote_types(dtype, torch.float32))
+        outputs, attentions = [], []
+        for windows, windows_mask in window_groups(hidden_states, mask, self.config.attention_chunk_size):
+            qkv = linear(self.qkv, windows, implementation, extra_bias=qkv_bias)
+            qkv = qkv.view(batch, -1, tokens, 3, self.num_heads, head_dim)  # (B, nW, N, 3, heads, hd)
+            dtype, precision = attention_precision(qkv)
+            query, key = cosine_query_key(qkv[..., :2, :, :], logit_scale, dtype).unbind(0)  # (B, nW, heads, N, hd)
+            # A copy of its own, so that nothing keeps the whole qkv output alive for backward.
+            value = qkv[..., 2, :, :].transpose(2, 3).to(dtype, memory_format=torch.contiguous_format)
+            with precision:
+                if fused_attn:
+                    # Unmasked windows join the batch and share the bias. Masked ones (the mask differs per window)
+                    # join the heads, so that a mask common to the batch broadcasts over it instead of being copied
+                    # for every image (25 MB per shifted SwinV2-T stage-1 block at batch 8).
+                    if windows_mask is None:
+                        groups, attn_mask = (-1, self.num_heads), position_bias.unsqueeze(0)
+                    else:
+                        groups, attn_mask = (batch, -1), (position_bias + windows_mask.unsqueeze(2)).flatten(1, 2)
+                    query, key, value = (part.reshape(*groups, tokens, head_dim) for part in (query, key, value))
+                    dropout_p = self.attention_dropout.p if self.training else 0.0
+                    context = F.scaled_dot_product_attention(
+                        query, key, value, attn_mask=attn_mask.to(dtype), dropout_p=dropout_p, scale=1.0
+                    )  # scale 1: the logit scale is in the queries
+                else:
+                    attn = query @ key.transpose(-2, -1)  # (B, nW, heads, N, N); in-place adds spare two N*N buffers
+                    attn += position_bias
+                    if windows_mask is not None:
+                        attn += windows_mask.unsqueeze(2)
+                    attn = attn.softmax(dim=-1).to(dtype)
+                    if output_attentions:
+                        attentions.append(attn)
+                    context = self.attention_dropout(attn) @ value
+            context = context.view(batch, -1, self.num_heads, tokens, head_dim).transpose(2, 3)  # (B, nW, N, heads, hd)
+            context = context.reshape(batch, -1, tokens, channels).to(hidden_states.dtype)
+            outputs.append(self.projection_dropout(linear(self.projection, context, implementation)))
+        return concat_windows(outputs), concat_windows(attentions).flatten(0, 1) if output_attentions else None
 
-        implementation = self.config._attn_implementation
-        # SDPA's fused CPU kernel does not differentiate an additive mask: with a trainable position bias it runs its
-        # math path, which measured slower and larger than the explicit one (SwinV2-T training step, batch 8, Zen 3:
-        # 4.30 s / 1017 MiB against 3.94 s / 909 MiB; benchmarks/NOTES.md).
-        trains_bias = self.training and torch.is_grad_enabled() and bias.requires_grad and bias.device.type == "cpu"
-        # On CPU autocast would cast the float32 core back to half precision.
-        precision = autocast_disabled(qkv.device) if qkv.device.type == "cpu" else contextlib.nullcontext()
-        with precision:
-            if output_attentions or trains_bias or implementation != "sdpa":
-                context, probabilities = self._eager(query, key, value, bias, mask)
-            else:
-                context, probabilities = self._sdpa(query, key, value, bias, mask), None
-        context = context.transpose(2, 3).reshape(batch, num_windows, tokens, channels).to(hidden_states.dtype)
-        output = self.projection_dropout(linear(self.projection, context, self.config.linear_implementation))
-        return output, probabilities
+    def cached_position_bias(self, window: int) -> torch.Tensor:
+        """`position_bias(window)`, computed once where it needs no gradient (inference).
 
-    def _eager(
-        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = query @ key.transpose(-2, -1)  # (B, nW, heads, N, N); in-place adds spare two N*N buffers
-        scores += bias
-        if mask is not None:
-            scores += mask.unsqueeze(2)
-        probabilities = torch.softmax(scores, dim=-1).to(value.dtype)
-        return self.attention_dropout(probabilities) @ value, probabilities
+        The cache is keyed on each MLP weight's identity, storage and in-place version, so a loaded checkpoint,
+        `.to()`, an optimiser step or any in-place edit is seen. A call that needs the gradient computes the bias anew
+        and drops the cache, which training would only keep stale; compiled, traced and exported graphs compute it.
+        """
+        if torch.compiler.is_compiling() or standard_ops_only():
+            return self.position_bias(window)
+        weights = tuple(self.continuous_position_bias_mlp.parameters())
+        if torch.is_grad_enabled() and any(weight.requires_grad for weight in weights):
+            self._bias_cache = None
+            return self.position_bias(window)
+        key = (window, *((id(w), w._version, w.data_ptr(), w.dtype, w.device) for w in weights))
+        if self._bias_cache is None or self._bias_cache[0] != key:
+            self._bias_cache = (key, self.position_bias(window))
+        return self._bias_cache[1]
 
-    def _sdpa(
-        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | None
-    ) -> torch.Tensor:
-        """Without a mask, windows join the batch and share one (1, heads, N, N) bias. With a mask (which differs per
-        window), windows join the heads instead, so that a mask common to the batch broadcasts over it rather than
-        being copied for every image (25 MB per shifted SwinV2-T stage-1 block at batch 8)."""
-        batch, num_windows, heads, tokens, head_dim = query.shape
-        if mask is None:
-            groups, additive = (batch * num_windows, heads), bias.unsqueeze(0)
+    def position_bias(self, window: int) -> torch.Tensor:
+        """16 * sigmoid(MLP(log-spaced coordinates)) spread over a window's token pairs: (heads, N, N).
+
+        In at least float32 whatever the weights' precision: half precision would blur a bias that decides where sharp
+        (logit scale up to 100) attention goes.
+        """
+        if window == self.window:
+            coordinates, index = self.relative_coords_table, self.relative_position_index
         else:
-            groups, additive = (batch, num_windows * heads), (bias + mask.unsqueeze(2)).flatten(1, 2)
-        context = F.scaled_dot_product_attention(
-            query.reshape(*groups, tokens, head_dim),
-            key.reshape(*groups, tokens, head_dim),
-            value.reshape(*groups, tokens, head_dim),
-            attn_mask=additive.to(query.dtype),  # (1 or B, heads or nW*heads, N, N)
-            dropout_p=self.config.attention_probs_dropout_prob if self.training else 0.0,
-            scale=1.0,
-        )
-        return context.reshape(batch, num_windows, heads, tokens, head_dim)
+            coordinates, index = relative_position_tables(window, self.pretrained_window)
+            index = index.to(self.relative_position_index.device)
+        first, _, last = self.continuous_position_bias_mlp
+        with autocast_disabled(index.device):
+            if isinstance(first.weight, torch.Tensor):
+                dtype = torch.promote_types(first.weight.dtype, torch.float32)
+                coordinates = coordinates.to(device=first.weight.device, dtype=dtype)
+                hidden = F.relu(F.linear(coordinates, first.weight.to(dtype), first.bias.to(dtype)))
+                table = F.linear(hidden, last.weight.to(dtype))
+            else:  # torch.ao dynamic quantization: layers without a float weight, which take float32 input
+                table = self.continuous_position_bias_mlp(coordinates.float())
+            bias = table.view(-1, self.num_heads)[index.view(-1)].view(window * window, window * window, -1)
+            return POSITION_BIAS_SCALE * torch.sigmoid(bias.permute(2, 0, 1).contiguous())
 
 
 class SwinV2ResPostNorm(nn.LayerNorm):
@@ -760,22 +750,6 @@ class SwinV2Encoder(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def read_checkpoint_tensor(name_or_path: str | os.PathLike, key: str, **hub_kwargs) -> torch.Tensor:
-    """One tensor of a saved model (local folder or Hub repo, single file or sharded safetensors), found under its
-    name in the loading model or in the task-model layout (`swinv2.` prefix)."""
-    options = {name: hub_kwargs[name] for name in ("cache_dir", "revision", "token", "local_files_only") if name in hub_kwargs}
-    index = cached_file(name_or_path, SAFE_WEIGHTS_INDEX_NAME, _raise_exceptions_for_missing_entries=False, **options)
-    weight_map = json.loads(Path(index).read_text())["weight_map"] if index else None
-    for candidate in (key, f"{SwinV2PreTrainedModel.base_model_prefix}.{key}"):
-        filename = weight_map.get(candidate) if weight_map else SAFE_WEIGHTS_NAME
-        if filename is None:
-            continue
-        with safe_open(cached_file(name_or_path, filename, **options), framework="pt") as weights:
-            if candidate in weights.keys():
-                return weights.get_tensor(candidate)
-    raise ValueError(f"{name_or_path} has no tensor {key}.")
-
-
 _MODULE = __name__.rsplit(".", 1)[-1]
 AUTO_MAP = {
     "AutoConfig": f"{SwinV2Config.__module__.rsplit('.', 1)[-1]}.SwinV2Config",
@@ -799,48 +773,17 @@ class SwinV2PreTrainedModel(PreTrainedModel):
     _no_split_modules = ["SwinV2Block"]
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args, **kwargs):
-        """transformers' `from_pretrained`, but a checkpoint whose shapes do not fit the config is a ValueError that
-        names the tensors (transformers raises a RuntimeError pointing at a logged table).
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, *args, **kwargs
+    ) -> SwinV2PreTrainedModel | tuple[SwinV2PreTrainedModel, dict]:
+        """transformers' `from_pretrained` with this model's checkpoint rules (`load_fitting_checkpoint`, at the end of
+        this file): a checkpoint whose shapes do not fit the config is a ValueError naming the tensors.
 
         Config fields can be overridden as keyword arguments, e.g. `image_size=384, window_size=24,
         pretrained_window_sizes=[12, 12, 12, 6]` to transfer to a larger resolution and window: the position-bias
         MLPs are reused and the coordinate tables, built from the config, are never loaded.
         """
-        if kwargs.pop("ignore_mismatched_sizes", False):
-            return super().from_pretrained(pretrained_model_name_or_path, *args, ignore_mismatched_sizes=True, **kwargs)
-        wants_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(
-            pretrained_model_name_or_path, *args, ignore_mismatched_sizes=True, output_loading_info=True, **kwargs
-        )
-        mismatched = sorted(info["mismatched_keys"])
-        positions = [item for item in mismatched if item[0].endswith("embeddings.position_embeddings")]
-        for item in positions:
-            model.resize_absolute_positions(read_checkpoint_tensor(pretrained_model_name_or_path, item[0], **kwargs))
-            mismatched.remove(item)
-        if mismatched:
-            shown = ", ".join(
-                f"{key} (checkpoint {tuple(saved)}, config {tuple(expected)})" for key, saved, expected in mismatched[:4]
-            )
-            raise ValueError(
-                f"The checkpoint at {pretrained_model_name_or_path} does not fit this config: "
-                f"{len(mismatched)} tensors differ in shape, e.g. {shown}. Load it with the config saved "
-                "beside it (drop the overriding keyword arguments), or pass ignore_mismatched_sizes=True to "
-                "re-initialise those tensors on purpose (e.g. a new classification head)."
-            )
-        return (model, info) if wants_info else model
-
-    def resize_absolute_positions(self, saved: torch.Tensor) -> None:
-        """Load absolute position embeddings saved for another patch grid, bicubic-resized to this config's grid."""
-        embeddings = next(module for module in self.modules() if isinstance(module, SwinV2Embeddings))
-        side = math.isqrt(saved.shape[1])
-        if side * side != saved.shape[1]:
-            raise ValueError(f"Cannot resize position embeddings: {saved.shape[1]} saved positions are not a square grid.")
-        grid = saved.view(1, side, side, -1).permute(0, 3, 1, 2).float()  # (1, C, h, w)
-        grid = F.interpolate(grid, size=embeddings.patch_grid, mode="bicubic", align_corners=False)
-        with torch.no_grad():
-            embeddings.position_embeddings.copy_(grid.flatten(2).transpose(1, 2))
-        logger.warning_once(f"Resized the absolute position embeddings from {side}x{side} to {embeddings.patch_grid} patches.")
+        return load_fitting_checkpoint(super().from_pretrained, pretrained_model_name_or_path, *args, **kwargs)
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
         """Save weights, config and this code, with an `auto_map` naming every Auto class (transformers writes only
@@ -884,6 +827,17 @@ class SwinV2PreTrainedModel(PreTrainedModel):
                 init.zeros_(module.q_bias)
                 init.zeros_(module.v_bias)
             module.reset_tables()
+
+    def output_switches(
+        self, output_attentions: bool | None, output_hidden_states: bool | None, return_dict: bool | None
+    ) -> tuple[bool, bool, bool]:
+        """The call's output switches, the config's where the call leaves one at None."""
+        config = self.config
+        return (
+            config.output_attentions if output_attentions is None else output_attentions,
+            config.output_hidden_states if output_hidden_states is None else output_hidden_states,
+            config.return_dict if return_dict is None else return_dict,
+        )
 
     def check_pixel_values(self, pixel_values: torch.Tensor | None, pixel_mask: torch.Tensor | None = None) -> None:
         """Reject inputs the model cannot take, naming the problem and the fix, before any computation."""
@@ -979,8 +933,10 @@ class SwinV2Model(SwinV2PreTrainedModel):
         """Reject a SimMIM mask the model cannot apply: one of another layout (a transposed (num_patches, B) mask
         reshapes without error onto the wrong patches) or without a mask token to put in place of the patches."""
         if self.embeddings.mask_token is None:
-            raise ValueError("bool_masked_pos needs a mask token: build the model with use_mask_token=True "
-                             "or use SwinV2ForMaskedImageModeling.")
+            raise ValueError(
+                "bool_masked_pos needs a mask token: build the model with use_mask_token=True "
+                "or use SwinV2ForMaskedImageModeling."
+            )
         patch = self.config.patch_size
         rows, columns = -(-pixel_values.shape[2] // patch), -(-pixel_values.shape[3] // patch)  # whole patches, padded
         flat, grid = (pixel_values.shape[0], rows * columns), (pixel_values.shape[0], rows, columns)
@@ -1012,9 +968,9 @@ class SwinV2Model(SwinV2PreTrainedModel):
         self.check_pixel_values(pixel_values, pixel_mask)
         if bool_masked_pos is not None:
             self.check_bool_masked_pos(pixel_values, bool_masked_pos)
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        return_dict = self.config.return_dict if return_dict is None else return_dict
+        output_attentions, output_hidden_states, return_dict = self.output_switches(
+            output_attentions, output_hidden_states, return_dict
+        )
 
         embeddings, grid, token_mask = self.embeddings(pixel_values, pixel_mask, bool_masked_pos)
         encoded = self.encoder(embeddings, grid, token_mask, output_attentions, output_hidden_states)
@@ -1127,7 +1083,8 @@ def normalize_targets(pixels: torch.Tensor, patch_size: int) -> torch.Tensor:
     pad = patch_size // 2
     mean = F.avg_pool2d(pixels, patch_size, stride=1, padding=pad, count_include_pad=False)
     mean_of_squares = F.avg_pool2d(pixels**2, patch_size, stride=1, padding=pad, count_include_pad=False)
-    count = F.avg_pool2d(torch.ones_like(pixels), patch_size, stride=1, padding=pad, count_include_pad=True) * patch_size**2
+    covered = F.avg_pool2d(torch.ones_like(pixels), patch_size, stride=1, padding=pad, count_include_pad=True)
+    count = covered * patch_size**2
     variance = ((mean_of_squares - mean**2) * (count / (count - 1))).clamp_min(0.0)
     return (pixels - mean) / (variance + 1.0e-6) ** 0.5
 
@@ -1143,7 +1100,8 @@ class SwinV2ForMaskedImageModeling(SwinV2PreTrainedModel):
         if config.encoder_stride != total_stride:
             raise ValueError(
                 f"config.encoder_stride is {config.encoder_stride} but the encoder's stride is {total_stride} "
-                f"(patch_size * 2**(stages - 1)); set encoder_stride={total_stride} so the decoder restores the image size."
+                f"(patch_size * 2**(stages - 1)); set encoder_stride={total_stride} so the decoder restores the image "
+                "size."
             )
         super().__init__(config)
         self.swinv2 = SwinV2Model(config, add_pooling_layer=False, use_mask_token=True)
@@ -1223,7 +1181,11 @@ class SwinV2Backbone(BackboneMixin, SwinV2PreTrainedModel):
         self.embeddings = SwinV2Embeddings(config)
         self.encoder = SwinV2Encoder(config, self.embeddings.patch_grid)
         self.hidden_states_norms = nn.ModuleDict(
-            {stage: nn.LayerNorm(channels, eps=config.layer_norm_eps) for stage, channels in zip(self.stage_names, self.num_features) if stage in self.out_features}
+            {
+                stage: nn.LayerNorm(channels, eps=config.layer_norm_eps)
+                for stage, channels in zip(self.stage_names, self.num_features)
+                if stage in self.out_features
+            }
         )
         self.post_init()
 
@@ -1241,9 +1203,9 @@ class SwinV2Backbone(BackboneMixin, SwinV2PreTrainedModel):
     ) -> tuple | BackboneOutput:
         """Feature maps (B, C_i, H_i, W_i) for each of `out_features`; see [`SwinV2Model.forward`] for the inputs."""
         self.check_pixel_values(pixel_values, pixel_mask)
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        return_dict = self.config.return_dict if return_dict is None else return_dict
+        output_attentions, output_hidden_states, return_dict = self.output_switches(
+            output_attentions, output_hidden_states, return_dict
+        )
 
         embeddings, grid, token_mask = self.embeddings(pixel_values, pixel_mask)
         encoded = self.encoder(
@@ -1260,6 +1222,74 @@ class SwinV2Backbone(BackboneMixin, SwinV2PreTrainedModel):
             attentions=encoded.attentions,
         )
         return output if return_dict else output.to_tuple()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Loading: checkpoints that do not fit the config
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def load_fitting_checkpoint(
+    load: Callable[..., Any], name_or_path: str | os.PathLike, *args, **kwargs
+) -> SwinV2PreTrainedModel | tuple[SwinV2PreTrainedModel, dict]:
+    """`load(name_or_path, ...)`, transformers' `from_pretrained`, with the rules a SwinV2 checkpoint is loaded by.
+
+    - A tensor whose shape differs from the config's is a ValueError naming it (transformers raises a RuntimeError
+      pointing at a logged table); `ignore_mismatched_sizes=True` re-initialises such tensors on purpose.
+    - Absolute position embeddings saved for another patch grid are resized (`resize_absolute_positions`).
+
+    The rules live in this file, not in a module of their own, because remote code ships exactly the configuration,
+    kernels and modeling files: a model loaded with `trust_remote_code=True` follows the same rules.
+    """
+    if kwargs.pop("ignore_mismatched_sizes", False):
+        return load(name_or_path, *args, ignore_mismatched_sizes=True, **kwargs)
+    wants_info = kwargs.pop("output_loading_info", False)
+    model, info = load(name_or_path, *args, ignore_mismatched_sizes=True, output_loading_info=True, **kwargs)
+    mismatched = sorted(info["mismatched_keys"])
+    positions = [item for item in mismatched if item[0].endswith("embeddings.position_embeddings")]
+    for item in positions:
+        resize_absolute_positions(model, read_checkpoint_tensor(name_or_path, item[0], **kwargs))
+        mismatched.remove(item)
+    if mismatched:
+        shown = ", ".join(
+            f"{key} (checkpoint {tuple(saved)}, config {tuple(expected)})" for key, saved, expected in mismatched[:4]
+        )
+        raise ValueError(
+            f"The checkpoint at {name_or_path} does not fit this config: {len(mismatched)} tensors differ in shape, "
+            f"e.g. {shown}. Load it with the config saved beside it (drop the overriding keyword arguments), or pass "
+            "ignore_mismatched_sizes=True to re-initialise those tensors on purpose (e.g. a new classification head)."
+        )
+    return (model, info) if wants_info else model
+
+
+def resize_absolute_positions(model: SwinV2PreTrainedModel, saved: torch.Tensor) -> None:
+    """Load absolute position embeddings saved for another patch grid, bicubic-resized to the model's grid."""
+    embeddings = next(module for module in model.modules() if isinstance(module, SwinV2Embeddings))
+    side = math.isqrt(saved.shape[1])
+    if side * side != saved.shape[1]:
+        raise ValueError(f"Cannot resize position embeddings: {saved.shape[1]} saved positions are not a square grid.")
+    grid = saved.view(1, side, side, -1).permute(0, 3, 1, 2).float()  # (1, C, h, w)
+    grid = F.interpolate(grid, size=embeddings.patch_grid, mode="bicubic", align_corners=False)
+    with torch.no_grad():
+        embeddings.position_embeddings.copy_(grid.flatten(2).transpose(1, 2))  # (1, H*W, C)
+    logger.warning_once(f"Resized the absolute position embeddings from {side}x{side} to {embeddings.patch_grid}.")
+
+
+def read_checkpoint_tensor(name_or_path: str | os.PathLike, key: str, **hub_kwargs) -> torch.Tensor:
+    """One tensor of a saved model (local folder or Hub repo, single file or sharded safetensors), found under its
+    name in the loading model or in the task-model layout (`swinv2.` prefix)."""
+    hub_options = ("cache_dir", "revision", "token", "local_files_only")
+    options = {name: hub_kwargs[name] for name in hub_options if name in hub_kwargs}
+    index = cached_file(name_or_path, SAFE_WEIGHTS_INDEX_NAME, _raise_exceptions_for_missing_entries=False, **options)
+    weight_map = json.loads(Path(index).read_text())["weight_map"] if index else None
+    for candidate in (key, f"{SwinV2PreTrainedModel.base_model_prefix}.{key}"):
+        filename = weight_map.get(candidate) if weight_map else SAFE_WEIGHTS_NAME
+        if filename is None:
+            continue
+        with safe_open(cached_file(name_or_path, filename, **options), framework="pt") as weights:
+            if candidate in weights.keys():
+                return weights.get_tensor(candidate)
+    raise ValueError(f"{name_or_path} has no tensor {key}.")
 
 
 __all__ = [

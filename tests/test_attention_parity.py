@@ -9,10 +9,9 @@ from unittest import mock
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_within_bound, randomize_weights, tiny_config
 
 from swinv2_hf import SwinV2ForImageClassification
-
-from conftest import assert_within_bound, randomize_weights, tiny_config
 
 # float64 shows that both kernels compute the same function. In float32 their different summation orders are
 # amplified by sharp attention (logit scales up to 100), so SDPA is held to float64 within the bound that the eager

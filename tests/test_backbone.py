@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import randomize_weights, tiny_config
 from transformers import AutoBackbone
 
 from swinv2_hf import SwinV2Backbone, SwinV2ForImageClassification
-
-from conftest import randomize_weights, tiny_config
 
 ALL_STAGES = ["stem", "stage1", "stage2", "stage3"]
 # Tiny config: embed 16, patch 2, three stages; the stem has the first stage's width and stride.

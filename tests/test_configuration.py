@@ -10,11 +10,10 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import FIXTURES, tiny_config
 from transformers import AutoConfig
 
 from swinv2_hf import PRESETS, SwinV2Config, SwinV2ForImageClassification
-
-from conftest import FIXTURES, tiny_config
 
 RELEASE_CONFIGS: dict[str, dict] = json.loads((FIXTURES / "ms_release_configs.json").read_text())["configs"]
 # The released classification configs (the SimMIM recipes are not presets).
@@ -170,12 +169,25 @@ def test_zero_labels_still_means_no_head() -> None:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+# Width C and blocks per stage of each size of the paper (arXiv 2111.09883: T, S, B and L as Swin V1's, H with C=352,
+# G with C=512 and 42 blocks in stage 3), by the size word of timm's names; every head has 32 channels.
+PAPER_SIZES = {
+    "tiny": (96, [2, 2, 6, 2]),
+    "small": (96, [2, 2, 18, 2]),
+    "base": (128, [2, 2, 18, 2]),
+    "large": (192, [2, 2, 18, 2]),
+    "huge": (352, [2, 2, 18, 2]),
+    "giant": (512, [2, 2, 42, 4]),
+}
+
+
 @pytest.mark.parametrize("name", sorted(PRESETS))
-def test_every_preset_builds(name: str) -> None:
+def test_every_preset_has_its_paper_size(name: str) -> None:
     config = SwinV2Config.from_preset(name)
-    for field, value in PRESETS[name].items():
-        assert getattr(config, field) == (list(value) if isinstance(value, tuple) else value), field
-    assert config.hidden_size == config.embed_dim * 2 ** (len(config.depths) - 1)
+    embed_dim, depths = PAPER_SIZES[name.split("_")[1]]
+    assert (config.embed_dim, config.depths) == (embed_dim, depths)
+    channels = [config.embed_dim * 2**stage for stage in range(len(config.depths))]
+    assert [width // heads for width, heads in zip(channels, config.num_heads)] == [32] * 4
 
 
 def test_preset_ignores_timm_tag() -> None:

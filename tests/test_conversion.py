@@ -39,8 +39,8 @@ import swinv2_hf.hub_folder as hub_folder
 import swinv2_hf.modeling_swinv2_hf as modeling
 from swinv2_hf import SwinV2Config
 from swinv2_hf.cli import BAD_INPUT, main
-from swinv2_hf.conversion import read_checkpoint
-from swinv2_hf.releases import RELEASES, config_from_model_name, known_model_names
+from swinv2_hf.configuration_swinv2_hf import RELEASES, VARIANTS
+from swinv2_hf.sources import read_checkpoint
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 TIMM_LOGIT_SCALE_MAX = math.log(1.0 / 0.01)  # timm's clamp (the D references were computed with it)
@@ -240,7 +240,7 @@ def test_every_release_name_gives_the_original_constructor_arguments() -> None:
                     ("embed_dim", "embed_dim"), ("depths", "depths"), ("num_heads", "num_heads"),
                     ("window_size", "window_size"), ("pretrained_window_sizes", "pretrained_window_sizes"),
                     ("drop_path_rate", "drop_path_rate"))}})  # fmt: skip
-        config = config_from_model_name(name)
+        config = SwinV2Config.from_preset(name)
         for field in ("image_size", "embed_dim", "depths", "num_heads", "window_size", "pretrained_window_sizes",
                       "drop_path_rate"):
             assert getattr(config, field) == getattr(expected, field), (name, field)
@@ -255,7 +255,7 @@ def test_unknown_model_name_lists_the_known_ones(capsys: pytest.CaptureFixture, 
                  "--model-name", "swinv2_mega_window7_224", "--output-dir", str(tmp_path / "out")])
     error = capsys.readouterr().err
     assert code == BAD_INPUT and "swinv2_mega_window7_224" in error
-    assert all(name in error for name in known_model_names())
+    assert all(name in error for name in [*VARIANTS, *RELEASES])
     assert not (tmp_path / "out").exists()
 
 
@@ -263,7 +263,7 @@ def test_release_conversion_writes_a_complete_card(tmp_path: Path) -> None:
     """A release-named checkpoint (random weights in the original layout): the card carries the published results,
     the parameters and FLOPs, and the processor does the original's resize-and-crop at 256 px."""
     name = "swinv2_tiny_patch4_window8_256"
-    model = modeling.SwinV2ForImageClassification(config_from_model_name(name))
+    model = modeling.SwinV2ForImageClassification(SwinV2Config.from_preset(name))
     (tmp_path / "ours").mkdir()
     model.save_pretrained(tmp_path / "ours")
     assert main(["export", "--model-dir", str(tmp_path / "ours"), "--to", "original",
@@ -275,7 +275,7 @@ def test_release_conversion_writes_a_complete_card(tmp_path: Path) -> None:
     assert metadata["license"] == "mit" and metadata["library_name"] == "transformers"
     assert metadata["pipeline_tag"] == "image-classification" and metadata["datasets"] == ["imagenet-1k"]
     metrics = metadata["model-index"][0]["results"][0]["metrics"]
-    assert [metric["value"] for metric in metrics] == [RELEASES[name].top1, RELEASES[name].top5]
+    assert [metric["value"] for metric in metrics] == [RELEASES[name].release.top1, RELEASES[name].release.top5]
     assert "28.3M (published 28M)" in card and "5.94G at 256x256; published 5.9G" in card
     assert "@inproceedings{liu2022swinv2" in card
     processor = json.loads((folder / "preprocessor_config.json").read_text())

@@ -24,7 +24,7 @@ from transformers import AutoImageProcessor
 
 from swinv2_hf import SwinV2Backbone, SwinV2Config, SwinV2ForImageClassification
 from swinv2_hf.atomic import MARKER
-from swinv2_hf.training import InputError
+from swinv2_hf_examples.runtime import InputError
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "examples" / "object_detection"
 sys.path.insert(0, str(SCRIPTS))
@@ -339,6 +339,37 @@ def test_pretrained_backbone_arrives_with_enlarged_windows(tmp_path: Path) -> No
     shared = [key for key in loaded if f"swinv2.{key}" in expected]
     assert any("continuous_position_bias_mlp" in key for key in shared) and len(shared) > 40
     assert all(torch.equal(loaded[key], expected[f"swinv2.{key}"]) for key in shared)
+
+
+@pytest.mark.parametrize("detector", sorted(run_detection.DETECTORS))
+def test_the_backbone_trains_in_the_swin_recipes_groups(detector: str, tmp_path: Path) -> None:
+    """No weight decay on the backbone's norms, biases, logit scales and position-bias MLP; its weight matrices at
+    the backbone's learning rate with weight decay (times the layer decay); the head in its own groups. Every
+    trainable parameter in exactly one group."""
+    annotation_file = write_dataset(tmp_path, GOOD)
+    arguments = run_arguments(annotation_file, annotation_file, TINY_BACKBONE, tmp_path / "out", detector=detector,
+                              detector_config="{}", image_size=64, max_size=96, backbone_learning_rate=1e-5,
+                              learning_rate=1e-3, weight_decay=0.1, layer_decay=0.5)  # fmt: skip
+    args = run_detection.parse_args(arguments)
+    model, _ = run_detection.build_detector(args, {0: "a", 1: "b"})
+    backbone = next(module for module in model.modules() if isinstance(module, SwinV2Backbone))
+    depth = sum(backbone.config.depths)
+    settings = {}
+    for group in run_detection.make_optimizer(model, args).param_groups:
+        for parameter in group["params"]:
+            assert id(parameter) not in settings
+            settings[id(parameter)] = (group["lr"], group["weight_decay"])
+    assert set(settings) == {id(parameter) for parameter in model.parameters() if parameter.requires_grad}
+    exempt = ("norm", "bias", "logit_scale", "continuous_position_bias_mlp")
+    for name, parameter in backbone.named_parameters():
+        lr, weight_decay = settings[id(parameter)]
+        assert weight_decay == (0.0 if any(part in name for part in exempt) else 0.1), name
+        assert 1e-5 * 0.5 ** (depth + 1) <= lr <= 1e-5, name
+    assert settings[id(backbone.embeddings.projection.weight)] == (1e-5 * 0.5 ** (depth + 1), 0.1)
+    head = [settings[id(parameter)] for name, parameter in model.named_parameters()
+            if parameter.requires_grad and not any(parameter is p for p in backbone.parameters())]  # fmt: skip
+    assert head and {weight_decay for _, weight_decay in head} == {0.1}
+    assert {lr for lr, _ in head} <= {1e-3, 1e-4}
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from simmim_runs import ACCELERATE_CONFIGS, accelerate_launch, results, run_simmim, torchrun, write_tiny_config
 
 GLOBAL_BATCH = 8

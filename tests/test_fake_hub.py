@@ -14,7 +14,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-
 from fake_hub import FakeHub, client_environ, run_client
 
 NEW_NOTES = "second version\n"

@@ -29,7 +29,7 @@ from swinv2_hf import SwinV2Config, SwinV2ForImageClassification, atomic
 from swinv2_hf.atomic import MARKER, prepare_output
 from swinv2_hf.cli import BAD_INPUT, main
 from swinv2_hf.conversion import export_state_dict
-from swinv2_hf.releases import config_from_model_name
+from swinv2_hf_examples.runtime import default_checkpoint_dir
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Conversion
@@ -79,7 +79,7 @@ sys.exit(main(sys.argv[1:]))
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SwinV2-B checkpoint of the original layout with random weights (no initialisation: drawn directly)."""
-    config = config_from_model_name(MODEL_NAME)
+    config = SwinV2Config.from_preset(MODEL_NAME)
     with torch.device("meta"):
         shapes = SwinV2ForImageClassification(config).state_dict()
     generator = torch.Generator().manual_seed(0)
@@ -349,7 +349,7 @@ def test_a_killed_training_run_resumes_to_the_uninterrupted_result(uninterrupted
     falls back to the one before it, with one warning."""
     output = tmp_path / "run"
     assert train(output, kill=kill).returncode == -signal.SIGKILL
-    checkpoints = output / "checkpoints"
+    checkpoints = default_checkpoint_dir(output)
     names = sorted(path.name for path in checkpoints.iterdir())
     assert not (output / "model").exists()
     if kill == "mid-write":
@@ -376,7 +376,7 @@ def test_a_killed_training_run_resumes_to_the_uninterrupted_result(uninterrupted
 def test_a_run_killed_before_its_first_checkpoint_leaves_nothing_to_resume(tmp_path: Path) -> None:
     output = tmp_path / "run"
     assert train(output, kill="early").returncode == -signal.SIGKILL
-    assert not (output / "model").exists() and not (output / "checkpoints").exists()
+    assert not (output / "model").exists() and not default_checkpoint_dir(output).exists()
     refused = train(output, "--resume_from_checkpoint", "latest")
     assert refused.returncode == BAD_INPUT
     assert refused.stderr.strip().splitlines()[-1].startswith("error: --resume_from_checkpoint latest: no intact")

@@ -8,10 +8,8 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,7 +21,6 @@ import torch
 from conftest import randomize_weights, reset_accelerate, tiny_config
 from fake_hub import FakeHub, client_environ
 from PIL import Image
-from safetensors.torch import load_file
 from sklearn.metrics import top_k_accuracy_score
 from transformers import AutoImageProcessor, AutoModelForImageClassification, TrainingArguments, pipeline
 
@@ -31,11 +28,12 @@ from swinv2_hf import SwinV2Config, SwinV2ForImageClassification
 from swinv2_hf.atomic import MARKER
 from swinv2_hf.deployment import export
 from swinv2_hf.hub_folder import image_processor_for
-from swinv2_hf.training import RUN_STATE, InputError, complete_checkpoints, parameter_groups
+from swinv2_hf.optim import parameter_groups
+from swinv2_hf_examples import classification as common
+from swinv2_hf_examples.runtime import RUN_STATE, InputError, complete_checkpoints, default_checkpoint_dir
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "examples" / "image_classification"
 sys.path.insert(0, str(SCRIPTS))
-import classification_common as common  # noqa: E402
 import run_classification  # noqa: E402
 import run_classification_trainer  # noqa: E402
 
@@ -205,7 +203,7 @@ def test_fine_tunes_the_written_folder_at_a_larger_resolution_and_window(
 ) -> None:
     model_dir = accelerate_run.output_dir / common.MODEL_FOLDER
     results = in_process(run_classification.main, [
-        "--model_name_or_path", str(model_dir), "--image_size", "64", "--window_size", "8", "--max_steps", "2",
+        "--model_name_or_path", str(model_dir), "--image_size", "64", "--window_size", "8", "--max_train_steps", "2",
         "--max_train_samples", "64", "--max_eval_samples", "20", "--output_dir", str(tmp_path / "transfer"),
     ])  # fmt: skip
     assert results["hyperparameters"]["layer decay"] == common.PRETRAINED_LAYER_DECAY
@@ -291,9 +289,9 @@ def test_resuming_another_models_checkpoint_is_refused(
     accelerate_run: SimpleNamespace, trainer_run: SimpleNamespace, tmp_path: Path
 ) -> None:
     """Both scripts compare the checkpoint with the model before loading it, and change nothing on the way out."""
-    checkpoint = complete_checkpoints(accelerate_run.output_dir / run_classification.CHECKPOINTS)[-1]
+    checkpoint = complete_checkpoints(default_checkpoint_dir(accelerate_run.output_dir))[-1]
     output_dir = tmp_path / "accelerate"
-    shutil.copytree(checkpoint, output_dir / run_classification.CHECKPOINTS / checkpoint.name)
+    shutil.copytree(checkpoint, default_checkpoint_dir(output_dir) / checkpoint.name)
     other = tmp_path / "other.json"
     other.write_text(json.dumps({**json.loads(common.DEFAULT_MODEL.read_text()), "embed_dim": 24}))
     args = [*QUICK, "--model_name_or_path", str(other), "--resume_from_checkpoint"]
@@ -313,7 +311,7 @@ def test_new_run_does_not_bury_an_earlier_one(tmp_path: Path) -> None:
     fails_cleanly(run_classification.main, [], output_dir, "--overwrite_output_dir")
     (output_dir / common.MODEL_FOLDER / "config.json").unlink()
     (output_dir / common.MODEL_FOLDER).rmdir()
-    step = output_dir / run_classification.CHECKPOINTS / "step_4"
+    step = default_checkpoint_dir(output_dir) / "step_4"
     step.mkdir(parents=True)
     (step / RUN_STATE).write_text("{}")
     fails_cleanly(run_classification.main, [], output_dir, "--resume_from_checkpoint latest")

@@ -204,22 +204,21 @@ def test_an_unusable_private_op_falls_back_with_one_log_line() -> None:
 
 
 def test_cosine_query_key_gradient_is_that_of_f_normalize() -> None:
-    """The backward from the output and norms against autograd through `F.normalize` times the scale, in float64,
-    a zero vector (clamped norm) included."""
+    """The backward from the output and norms against autograd through `F.normalize` (the queries times the logit
+    scale), in float64, a zero vector (clamped norm) included."""
     generator = torch.Generator().manual_seed(4)
     query_key = torch.randn(2, 3, 5, 2, 4, 6, generator=generator, dtype=torch.float64)
     query_key[0, 1, 2, 1, 3] = 0.0
-    temperature = torch.rand(1, 4, 1, generator=generator, dtype=torch.float64) * 50
-    scale = torch.cat((temperature, torch.ones_like(temperature)))
+    logit_scale = torch.rand(4, generator=generator, dtype=torch.float64) * 50
     upstream = torch.randn(2, 2, 3, 4, 5, 6, generator=generator, dtype=torch.float64)
-    leaves = [query_key.clone().requires_grad_(), scale.clone().requires_grad_()]
+    leaves = [query_key.clone().requires_grad_(), logit_scale.clone().requires_grad_()]
     (cosine_query_key(*leaves, torch.float64) * upstream).sum().backward()
-    reference = [query_key.clone().requires_grad_(), scale.clone().requires_grad_()]
-    unit = F.normalize(reference[0].permute(3, 0, 1, 4, 2, 5), dim=-1, eps=1e-12)
-    (unit * reference[1].view(2, 1, 1, 4, 1, 1) * upstream).sum().backward()
+    reference = [query_key.clone().requires_grad_(), logit_scale.clone().requires_grad_()]
+    query, key = F.normalize(reference[0].permute(3, 0, 1, 4, 2, 5), dim=-1, eps=1e-12).unbind(0)
+    (torch.stack((query * reference[1].view(4, 1, 1), key)) * upstream).sum().backward()
     for ours, theirs in zip(leaves, reference):
         torch.testing.assert_close(ours.grad, theirs.grad, rtol=0, atol=1e-12)
-    small = [query_key[1:, :2, :3].clone().requires_grad_(), scale.clone().requires_grad_()]  # no zero vector
+    small = [query_key[1:, :2, :3].clone().requires_grad_(), logit_scale.clone().requires_grad_()]  # no zero vector
     assert torch.autograd.gradcheck(lambda q, s: cosine_query_key(q, s, torch.float64), small)
 
 

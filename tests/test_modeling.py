@@ -342,16 +342,18 @@ def test_position_bias_cache_hits_and_sees_in_place_edits() -> None:
     attention = attention_modules(model)[0]
     window = attention.window
     with torch.no_grad():
-        first = attention.position_bias(window)
-        assert attention.position_bias(window) is first
-        assert torch.equal(first, attention._compute_position_bias(window))
+        first = attention.cached_position_bias(window)
+        assert attention.cached_position_bias(window) is first
+        assert torch.equal(first, attention.position_bias(window))
 
         attention.continuous_position_bias_mlp[0].weight.add_(0.1)
-        edited = attention.position_bias(window)
-        assert torch.equal(edited, attention._compute_position_bias(window))
+        edited = attention.cached_position_bias(window)
+        assert torch.equal(edited, attention.position_bias(window))
         assert not torch.equal(edited, first)
 
-    model.train()
+        model(images(1, 32, 32))
+    assert all(module._bias_cache is not None for module in attention_modules(model))
+    model.train()(images(1, 32, 32)).logits.sum().backward()  # training keeps no stale bias
     assert all(module._bias_cache is None for module in attention_modules(model))
 
 
@@ -373,7 +375,7 @@ def test_position_bias_carries_gradient_when_needed(mode: str) -> None:
     with torch.no_grad():
         model(images(1, 32, 32))  # fills the cache, which must not be returned when a gradient is needed
     attention = attention_modules(model)[0]
-    assert attention.position_bias(attention.window).requires_grad
+    assert attention.cached_position_bias(attention.window).requires_grad
     model(images(1, 32, 32)).logits.sum().backward()
     for module in attention_modules(model):
         assert module.continuous_position_bias_mlp[0].weight.grad.abs().sum() > 0

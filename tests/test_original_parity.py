@@ -20,7 +20,8 @@ from conftest import FIXTURES, error_bound, load_case
 
 import swinv2_hf.modeling_swinv2_hf as modeling
 from swinv2_hf import SwinV2ForImageClassification, SwinV2ForMaskedImageModeling
-from swinv2_hf.conversion import config_from_original, convert_state_dict, read_checkpoint
+from swinv2_hf.conversion import convert_state_dict
+from swinv2_hf.sources import config_from_original, read_checkpoint
 
 FLOAT64_ATOL = 1e-8
 # Per case and tensor, max |float32 - float64| of the original's (or timm's) own outputs, measured once on the machine

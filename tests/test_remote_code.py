@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import BLOCK_SWINV2, randomize_weights, tiny_config
 
 import swinv2_hf
 from swinv2_hf import SwinV2Backbone, SwinV2ForImageClassification, SwinV2ForMaskedImageModeling, SwinV2Model
-
-from conftest import BLOCK_SWINV2, randomize_weights, tiny_config
 
 PACKAGE = Path(swinv2_hf.__file__).parent
 CODE_FILES = ["configuration_swinv2_hf.py", "kernels.py", "modeling_swinv2_hf.py"]

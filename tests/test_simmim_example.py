@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from simmim_runs import load_script, results, run_simmim, write_tiny_config
 
 from swinv2_hf import SwinV2ForImageClassification
-from swinv2_hf.training import InputError
+from swinv2_hf_examples.runtime import InputError
 
 run_simmim_module = load_script()
 

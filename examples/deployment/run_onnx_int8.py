@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +17,7 @@ import onnxruntime
 from transformers import AutoImageProcessor
 
 from swinv2_hf.deployment import check_size, export, load_model, read_size_range
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "image_classification"))
-import classification_common as common  # noqa: E402
+from swinv2_hf_examples import classification as common
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -33,38 +33,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import classification_common as common
-import datasets
 import torch
 import transformers
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, set_seed
-from classification_common import DataArguments, ImageData, ModelArguments, OutputArguments, argument
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser, get_cosine_schedule_with_warmup
 
 from swinv2_hf.hub_folder import image_processor_for
-from swinv2_hf.training import (
+from swinv2_hf.optim import parameter_groups
+from swinv2_hf_examples import classification as common
+from swinv2_hf_examples.classification import DataArguments, ImageData, ModelArguments, OutputArguments, argument
+from swinv2_hf_examples.runtime import (
     CheckpointedProgress,
     InputError,
     TrainingState,
     check_checkpointable,
     check_run_state,
     checkpoint_to_resume,
+    default_checkpoint_dir,
     load_checkpoint,
-    parameter_groups,
     prepare_checkpoint_directory,
+    resolve_mixed_precision,
     run_script,
     save_checkpoint,
+    setup_logging,
+    training_steps,
+    warmup_steps,
 )
 
 logger = get_logger(__name__)
-CHECKPOINTS = "checkpoints"
 
 
 def recipe(name: str, help: str) -> Any:
-    """A loop argument whose default is the shared recipe's (classification_common.TRAINING_DEFAULTS)."""
+    """A loop argument whose default is the shared recipe's (swinv2_hf_examples.classification.TRAINING_DEFAULTS)."""
     return argument(common.TRAINING_DEFAULTS[name], help)
 
 
@@ -72,15 +75,16 @@ def recipe(name: str, help: str) -> Any:
 class LoopArguments:
     """The training loop (the Trainer script's TrainingArguments fields of the same names mean the same)."""
 
-    output_dir: str = recipe("output_dir", "Run folder: checkpoints/, model/ (Hub-ready), results.json, curves.png.")
+    output_dir: str = recipe("output_dir", "Run folder: model/ (Hub-ready), results.json, curves.png.")
     learning_rate: float = recipe("learning_rate", "Peak learning rate (of the head, with layer decay).")
     weight_decay: float = recipe("weight_decay", "AdamW weight decay of the weight matrices.")
     num_train_epochs: int = recipe("num_train_epochs", "Epochs.")
-    max_steps: int = argument(-1, "Stop after this many optimiser steps (overrides epochs).")
+    max_train_steps: int | None = argument(None, "Stop after this many optimiser steps (overrides epochs).")
     per_device_train_batch_size: int = recipe("per_device_train_batch_size", "Training batch per device.")
     per_device_eval_batch_size: int = recipe("per_device_eval_batch_size", "Evaluation batch per device.")
     gradient_accumulation_steps: int = recipe("gradient_accumulation_steps", "Batches per optimiser step.")
-    warmup_steps: float = recipe("warmup_steps", "Linear warmup before the cosine: steps, or a fraction below 1.")
+    num_warmup_steps: float = argument(common.TRAINING_DEFAULTS["warmup_steps"],
+                                       "Linear warmup before the cosine: steps, or a fraction below 1.")
     max_grad_norm: float = recipe("max_grad_norm", "Gradient clipping; 0 disables it.")
     label_smoothing_factor: float = recipe("label_smoothing_factor", "Label smoothing epsilon.")
     seed: int = recipe("seed", "Seeds initialisation, order and augmentation.")
@@ -90,15 +94,21 @@ class LoopArguments:
     gradient_checkpointing: bool = argument(False, "Recompute each block's activations in backward (less memory).")
     checkpointing_steps: int = argument(0, "Also checkpoint every this many optimiser steps (0: epoch ends only).")
     checkpoints_total_limit: int | None = argument(2, "Keep the newest this many checkpoints (None: all).")
-    resume_from_checkpoint: str | None = argument(None, "A checkpoint folder, or 'latest' in output_dir/checkpoints.")
+    checkpoint_dir: str | None = argument(None, "Where step_N checkpoints go (default: <output_dir>_checkpoints).")
+    resume_from_checkpoint: str | None = argument(None, "A checkpoint folder, or 'latest' in --checkpoint_dir.")
     push_to_hub: bool = argument(False, "Upload the model folder to the Hub at the end.")
     hub_model_id: str | None = argument(None, "The Hub repository (user/name) to create or update.")
 
     def __post_init__(self) -> None:
         common.require_positive(self)
-        for name in ("weight_decay", "warmup_steps", "max_grad_norm", "checkpointing_steps", "dataloader_num_workers"):
+        non_negative = ("weight_decay", "num_warmup_steps", "max_grad_norm", "checkpointing_steps",
+                        "dataloader_num_workers")  # fmt: skip
+        for name in non_negative:
             if getattr(self, name) < 0:
                 raise InputError(f"--{name} must be >= 0, got {getattr(self, name)}.")
+        if self.max_train_steps is not None and self.max_train_steps < 1:
+            raise InputError(f"--max_train_steps must be at least 1, got {self.max_train_steps}.")
+        self.checkpoint_dir = str(self.checkpoint_dir or default_checkpoint_dir(self.output_dir))
         if not 0 <= self.label_smoothing_factor < 1:
             raise InputError(f"--label_smoothing_factor must be in [0, 1), got {self.label_smoothing_factor}.")
         if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
@@ -107,7 +117,7 @@ class LoopArguments:
 
 @dataclass
 class Progress(CheckpointedProgress):
-    """Where training stands; saved in every checkpoint (`register_for_checkpointing`) so a resumed run knows which
+    """Where training stands; saved in every checkpoint so a resumed run knows which
     batches of which epoch are done and keeps the curves of the steps before it."""
 
     epoch: int = 0
@@ -139,10 +149,6 @@ def parse_args(
 # ----------------------------------------------------------------------------------------------------------------------
 # Checkpoints
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-def checkpoint_dir(args: LoopArguments) -> Path:
-    return Path(args.output_dir) / CHECKPOINTS
 
 
 def run_state(data: ImageData, model_args: ModelArguments, config: transformers.PretrainedConfig,
@@ -242,7 +248,7 @@ def train(run: Training, args: LoopArguments, progress: Progress, state: dict[st
             end_of_epoch = accelerator.gradient_state.end_of_dataloader or progress.step >= run.total_steps
             if args.checkpointing_steps and progress.step % args.checkpointing_steps == 0 and not end_of_epoch:
                 progress.train_seconds = stopwatch.seconds()
-                save_checkpoint(accelerator, checkpoint_dir(args), progress.step, state, saved, args.checkpoints_total_limit)
+                save_checkpoint(accelerator, Path(args.checkpoint_dir), progress.step, state, saved, args.checkpoints_total_limit)
             if progress.step >= run.total_steps:
                 break
         metrics = evaluation_loop(accelerator, run.model, run.validation_loader, num_labels)
@@ -251,7 +257,7 @@ def train(run: Training, args: LoopArguments, progress: Progress, state: dict[st
         if accelerator.is_main_process:
             bar.write(f"epoch {epoch + 1}: " + ", ".join(f"validation {k} {v:.4f}" for k, v in metrics.items()))
         progress.train_seconds = stopwatch.seconds()
-        save_checkpoint(accelerator, checkpoint_dir(args), progress.step, state, saved, args.checkpoints_total_limit)
+        save_checkpoint(accelerator, Path(args.checkpoint_dir), progress.step, state, saved, args.checkpoints_total_limit)
     bar.close()
 
 
@@ -289,16 +295,10 @@ def run_summary(accelerator: Accelerator, model: torch.nn.Module, data: ImageDat
         hyperparameters=common.hyperparameters(accelerator.unwrap_model(model), {
             "epochs": progress.epoch, "optimiser steps": progress.step, "batch": args.per_device_train_batch_size *
             args.gradient_accumulation_steps * accelerator.num_processes, "learning rate": args.learning_rate,
-            "layer decay": layer_decay, "weight decay": args.weight_decay, "warmup steps": args.warmup_steps,
+            "layer decay": layer_decay, "weight decay": args.weight_decay, "warmup steps": args.num_warmup_steps,
             "label smoothing": args.label_smoothing_factor, "mixed precision": accelerator.mixed_precision,
         }),
     )  # fmt: skip
-
-
-def mixed_precision(value: str) -> str:
-    if value != "auto":
-        return value
-    return "bf16" if common.native_bf16() else "no"
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -307,20 +307,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     inputs = common.run_inputs(data_args, model_args, args.resume_from_checkpoint)
     common.refuse_existing_output(output_dir, output_args.overwrite_output_dir, inputs)
     push_to = common.push_target(args.push_to_hub, args.hub_model_id)
-    checkpoint = checkpoint_to_resume(args.resume_from_checkpoint, checkpoint_dir(args),
+    checkpoint = checkpoint_to_resume(args.resume_from_checkpoint, Path(args.checkpoint_dir),
                                       output_args.overwrite_output_dir)  # fmt: skip
 
     # Accelerator: shuffling from a seeded sampler (seed + epoch), never from the global generator, so that
     # skipping batches on resume gives the same order; the loop steps the scheduler itself (once per optimiser step).
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=mixed_precision(args.mixed_precision),
+        mixed_precision=resolve_mixed_precision(args.mixed_precision),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
     )
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-    if not accelerator.is_local_main_process:
-        datasets.utils.logging.set_verbosity_error()
-        transformers.utils.logging.set_verbosity_error()
+    setup_logging(accelerator, logging.WARNING)
     set_seed(args.seed)
 
     # Data and model (every check runs here, before anything is written).
@@ -340,17 +337,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     layer_decay = model_args.resolved_layer_decay
     groups = parameter_groups(model, args.learning_rate, args.weight_decay, layer_decay)
     optimizer = torch.optim.AdamW(groups, lr=args.learning_rate)
-    batches_per_process = math.ceil(len(train_loader) / accelerator.num_processes)
-    steps_per_epoch = math.ceil(batches_per_process / args.gradient_accumulation_steps)
-    total_steps = args.max_steps if args.max_steps > 0 else args.num_train_epochs * steps_per_epoch
-    lr_scheduler = get_cosine_schedule_with_warmup(optimizer, common.warmup_steps(args.warmup_steps, total_steps),
-                                                   total_steps)  # fmt: skip
     model, optimizer, train_loader, validation_loader, test_loader = accelerator.prepare(
         model, optimizer, train_loader, validation_loader, test_loader
     )
+    total_steps = training_steps(train_loader, args.gradient_accumulation_steps, args.num_train_epochs,
+                                 args.max_train_steps)  # fmt: skip
+    lr_scheduler = get_cosine_schedule_with_warmup(optimizer, warmup_steps(args.num_warmup_steps, total_steps),
+                                                   total_steps)  # fmt: skip
     check_checkpointable(accelerator)
     progress = Progress()
-    prepare_checkpoint_directory(accelerator, checkpoint_dir(args), resuming=checkpoint is not None)
+    prepare_checkpoint_directory(accelerator, Path(args.checkpoint_dir), resuming=checkpoint is not None)
     if checkpoint is not None:
         load_checkpoint(accelerator, checkpoint, TrainingState(model, optimizer, lr_scheduler, progress))
         accelerator.print(f"Resumed from {checkpoint}: epoch {progress.epoch + 1}, step {progress.step}.")

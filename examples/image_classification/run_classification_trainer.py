@@ -6,7 +6,7 @@
 # ///
 """Fine-tune SwinV2 for image classification with transformers' Trainer: the twin of run_classification.py.
 
-The same data, transforms, model loading, loss, metric and output folder (classification_common.py), and the same
+The same data, transforms, model loading, loss, metric and output folder (swinv2_hf_examples/classification.py), and the same
 defaults (the digits main job). Trainer would put every weight matrix under weight decay, the position-bias MLP
 included, with one learning rate; this script gives it the Swin recipe's parameter groups instead (layer-wise
 learning-rate decay, no decay on biases, norms, `logit_scale` and the position-bias MLP):
@@ -26,14 +26,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import classification_common as common
 import torch
-from classification_common import DataArguments, ModelArguments, OutputArguments
 from transformers import EvalPrediction, HfArgumentParser, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from swinv2_hf.hub_folder import image_processor_for
-from swinv2_hf.training import InputError, check_same_run, parameter_groups, run_script
+from swinv2_hf.optim import parameter_groups
+from swinv2_hf_examples import classification as common
+from swinv2_hf_examples.classification import DataArguments, ModelArguments, OutputArguments
+from swinv2_hf_examples.runtime import (
+    InputError,
+    check_same_run,
+    native_bf16,
+    run_script,
+)
 
 # TrainingArguments defaults for the recipe both scripts share; any flag still overrides them.
 TRAINER_DEFAULTS = {
@@ -45,7 +51,7 @@ TRAINER_DEFAULTS = {
     "logging_steps": 10,
     "report_to": "none",
     "remove_unused_columns": False,  # the examples are dicts of tensors made by ImageExamples
-    "bf16": common.native_bf16(),
+    "bf16": native_bf16(),
     "use_cpu": not torch.cuda.is_available(),  # TrainingArguments refuses bf16 on a CPU it was not told to use
 }
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import sys
 import time
@@ -45,9 +44,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import datasets
 import torch
-import transformers
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
@@ -82,22 +79,29 @@ from transformers.models.deformable_detr.image_processing_pil_deformable_detr im
 from transformers.models.rt_detr.image_processing_pil_rt_detr import RTDetrImageProcessorPil
 from transformers.utils.versions import require_version
 
-from swinv2_hf import PRESETS, SwinV2Config
+from swinv2_hf import PRESETS, SwinV2Backbone, SwinV2Config
 from swinv2_hf.atomic import atomic_directory, prepare_output
 from swinv2_hf.hub_folder import push_folder, save_detector
-from swinv2_hf.training import (
+from swinv2_hf.optim import parameter_groups
+from swinv2_hf.transfer import load_backbone_weights, transfer_config
+from swinv2_hf_examples.runtime import (
+    MIXED_PRECISION_CHOICES,
     CheckpointedProgress,
     InputError,
     TrainingState,
     check_checkpointable,
     check_run_state,
     checkpoint_to_resume,
+    default_checkpoint_dir,
     load_checkpoint,
     prepare_checkpoint_directory,
+    resolve_mixed_precision,
     run_script,
     save_checkpoint,
+    setup_logging,
+    training_steps,
+    warmup_steps,
 )
-from swinv2_hf.transfer import load_backbone_weights, transfer_config
 
 require_version("transformers>=5.24", "To fix: pip install -c constraints.txt -e '.[examples]'")
 require_version("accelerate>=1.0", "To fix: pip install -c constraints.txt -e '.[examples]'")
@@ -110,9 +114,9 @@ SAMPLING_LEARNING_RATE_FACTOR = 0.1
 # Values of the run that a resumed run must share with the checkpoint to continue the same trajectory.
 TRAJECTORY_ARGS = ("train_annotations", "backbone", "detector", "detector_config", "out_features", "window_size",
                    "drop_path_rate", "seed", "per_device_train_batch_size", "gradient_accumulation_steps",
-                   "learning_rate", "backbone_learning_rate", "weight_decay", "max_grad_norm", "max_train_steps",
-                   "lr_scheduler_type", "num_warmup_steps", "image_size", "max_size", "flip_probability",
-                   "scale_range", "photometric_strength")  # fmt: skip
+                   "learning_rate", "backbone_learning_rate", "weight_decay", "layer_decay", "max_grad_norm",
+                   "max_train_steps", "lr_scheduler_type", "num_warmup_steps", "image_size", "max_size",
+                   "flip_probability", "scale_range", "photometric_strength")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -229,19 +233,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     train.add_argument("--learning_rate", type=float, default=1e-4, help="peak learning rate of the detection head")
     train.add_argument("--backbone_learning_rate", type=float, default=1e-5, help="peak learning rate of the backbone")
     train.add_argument("--weight_decay", type=float, default=1e-4, help="AdamW weight decay")
+    train.add_argument("--layer_decay", type=float, default=1.0,
+                       help="layer-wise learning-rate decay of the backbone (1: none, as the original Swin detectors)")
     train.add_argument("--max_grad_norm", type=float, default=0.1, help="gradient clipping norm (0: none)")
     train.add_argument("--num_train_epochs", type=int, default=50, help="training epochs (unless --max_train_steps)")
     train.add_argument("--max_train_steps", type=int, help="optimiser steps in all; overrides --num_train_epochs")
     train.add_argument("--gradient_accumulation_steps", type=int, default=1, help="batches per optimiser step")
     train.add_argument("--lr_scheduler_type", type=SchedulerType, default="cosine", help="learning-rate schedule",
                        choices=["linear", "cosine", "constant", "constant_with_warmup"])  # fmt: skip
-    train.add_argument("--num_warmup_steps", type=int, default=0, help="linear warm-up steps")
-    train.add_argument(
-        "--mixed_precision",
-        choices=["auto", "no", "fp16", "bf16"],
-        default="auto",
-        help="'auto': bf16 on GPUs that support it, fp16 on other GPUs, float32 on CPU",
-    )
+    train.add_argument("--num_warmup_steps", type=float, default=0,
+                       help="linear warm-up steps, or a fraction of the steps below 1")
+    train.add_argument("--mixed_precision", choices=MIXED_PRECISION_CHOICES, default="auto",
+                       help="'auto': bf16 where the device computes it natively, fp16 on other GPUs, else float32")
     train.add_argument("--seed", type=int, default=0, help="seed of the initialisation, data order and augmentations")
     train.add_argument(
         "--eval_steps", type=int, default=0, help="evaluate every N steps as well as at the end (0: end only)"
@@ -267,7 +270,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse, before any work, what would fail later: missing files, an existing output, nonsense values."""
-    args.checkpoint_dir = args.checkpoint_dir or args.output_dir.with_name(args.output_dir.name + "_checkpoints")
+    args.checkpoint_dir = args.checkpoint_dir or default_checkpoint_dir(args.output_dir)
     args.train_images = args.train_images or args.train_annotations.parent
     args.validation_images = args.validation_images or args.validation_annotations.parent
     args.dataset_name = args.dataset_name or args.train_annotations.resolve().parent.name
@@ -414,20 +417,21 @@ def make_dataloaders(
 
 
 def make_optimizer(model: PreTrainedModel, args: argparse.Namespace) -> torch.optim.Optimizer:
-    """AdamW in Deformable DETR's three groups: the backbone on its own learning rate, the layers that place the
-    attention's sampling points (reference points, sampling offsets) at a tenth of the head's, the rest of the head."""
-    groups: dict[str, list[torch.nn.Parameter]] = {"backbone": [], "sampling": [], "head": []}
+    """AdamW in Deformable DETR's three parts: the SwinV2 backbone in the Swin recipe's groups (`parameter_groups`:
+    no weight decay on its norms, biases, logit scales and position-bias MLP; layer-wise decay from `--layer_decay`)
+    at the backbone's learning rate, the layers that place the attention's sampling points (reference points,
+    sampling offsets) at a tenth of the head's, and the rest of the head."""
+    (backbone,) = [module for module in model.modules() if isinstance(module, SwinV2Backbone)]
+    groups = parameter_groups(backbone, args.backbone_learning_rate, args.weight_decay, args.layer_decay)
+    in_backbone = {id(parameter) for parameter in backbone.parameters()}
+    head: dict[str, list[torch.nn.Parameter]] = {"sampling": [], "head": []}
     for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        if ".backbone." in f".{name}":
-            groups["backbone"].append(parameter)
-        else:
-            groups["sampling" if any(part in name for part in SAMPLING_LAYERS) else "head"].append(parameter)
-    learning_rates = {"backbone": args.backbone_learning_rate, "head": args.learning_rate,
-                      "sampling": args.learning_rate * SAMPLING_LEARNING_RATE_FACTOR}  # fmt: skip
-    return torch.optim.AdamW([{"params": params, "lr": learning_rates[group]} for group, params in groups.items()],
-                             weight_decay=args.weight_decay)  # fmt: skip
+        if parameter.requires_grad and id(parameter) not in in_backbone:
+            head["sampling" if any(part in name for part in SAMPLING_LAYERS) else "head"].append(parameter)
+    learning_rates = {"head": args.learning_rate, "sampling": args.learning_rate * SAMPLING_LEARNING_RATE_FACTOR}
+    groups += [{"params": params, "lr": learning_rates[part], "weight_decay": args.weight_decay}
+               for part, params in head.items() if params]  # fmt: skip
+    return torch.optim.AdamW(groups)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -506,11 +510,11 @@ def train(
                 if accelerator.sync_gradients and args.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 optimizer.step()
-                scheduler.step()
                 optimizer.zero_grad()
             progress.losses_since_log.append(loss.detach().float().item())
             if not accelerator.sync_gradients:
                 continue
+            scheduler.step()
             progress.completed_steps += 1
             bar.update(1)
             bar.set_postfix(loss=f"{progress.losses_since_log[-1]:.3f}", epoch=epoch)
@@ -553,23 +557,6 @@ def save_outputs(
     accelerator.wait_for_everyone()
 
 
-def mixed_precision(choice: str) -> str:
-    """'auto' -> bf16 on GPUs that support it, fp16 on other GPUs, no mixed precision on CPU (float32 is faster than
-    bf16 autocast on CPUs without bf16 matrix units, and the deformable attention sampling has no CPU bf16 gain)."""
-    if choice != "auto":
-        return choice
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "no"
-
-
-def setup_logging(accelerator: Accelerator) -> None:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    verbosity = "warning" if accelerator.is_local_main_process else "error"
-    getattr(datasets.utils.logging, f"set_verbosity_{verbosity}")()
-    getattr(transformers.utils.logging, f"set_verbosity_{verbosity}")()
-
-
 def log_run(args: argparse.Namespace, accelerator: Accelerator, model: PreTrainedModel, backbone: BackboneSource,
             images: tuple[int, int]) -> None:  # fmt: skip
     """The run summary: what is trained, on what, for how long, where."""
@@ -588,7 +575,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the whole example; returns what results.json holds."""
     args = parse_args(argv)
     accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
-                              mixed_precision=mixed_precision(args.mixed_precision))  # fmt: skip
+                              mixed_precision=resolve_mixed_precision(args.mixed_precision))  # fmt: skip
     setup_logging(accelerator)
     if args.checkpointing_steps or args.resume_from_checkpoint is not None:
         check_checkpointable(accelerator)
@@ -602,17 +589,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model, backbone = build_detector(args, train_split.id2label)
     train_loader, eval_loader = make_dataloaders(args, train_split, validation_split, processor)
 
-    args.max_train_steps = args.max_train_steps or args.num_train_epochs * math.ceil(
-        len(train_loader) / args.gradient_accumulation_steps
-    )
     optimizer = make_optimizer(model, args)
-    scheduler = get_scheduler(
-        args.lr_scheduler_type, optimizer, num_warmup_steps=args.num_warmup_steps * accelerator.num_processes,
-        num_training_steps=args.max_train_steps * accelerator.num_processes,
-    )  # fmt: skip
-    model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
-        model, optimizer, train_loader, eval_loader, scheduler
-    )
+    model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
+    # The schedule is not prepared: Accelerate's wrapper would step it once per process.
+    args.max_train_steps = training_steps(train_loader, args.gradient_accumulation_steps, args.num_train_epochs,
+                                          args.max_train_steps)  # fmt: skip
+    scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_training_steps=args.max_train_steps,
+                              num_warmup_steps=warmup_steps(args.num_warmup_steps, args.max_train_steps))  # fmt: skip
     trajectory = {name: getattr(args, name) for name in TRAJECTORY_ARGS} | {"num_processes": accelerator.num_processes}
     if args.resume_from_checkpoint is not None:
         check_run_state(args.resume_from_checkpoint, trajectory)

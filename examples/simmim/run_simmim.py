@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import os
 import sys
@@ -56,25 +55,27 @@ from swinv2_hf.atomic import atomic_directory, prepare_output
 from swinv2_hf.hub_folder import describe_preprocessing, image_processor_for, push_folder
 from swinv2_hf.model_card import CardFacts, render_model_card
 from swinv2_hf.modeling_swinv2_hf import SwinV2Block
-from swinv2_hf.sources import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
-from swinv2_hf.training import (
+from swinv2_hf.optim import parameter_groups
+from swinv2_hf.sources import Preprocessing
+from swinv2_hf_examples import classification as common
+from swinv2_hf_examples.runtime import (
+    MIXED_PRECISION_CHOICES,
     CheckpointedProgress,
     InputError,
     TrainingState,
     check_checkpointable,
     check_run_state,
     checkpoint_to_resume,
+    default_checkpoint_dir,
     load_checkpoint,
-    parameter_groups,
     prepare_checkpoint_directory,
+    resolve_mixed_precision,
     run_script,
     save_checkpoint,
+    setup_logging,
+    training_steps,
+    warmup_steps,
 )
-
-# The classification example's data (the digits and their split, image folders, image checks) and random crop: SimMIM
-# pretrains on the images the classifier is then fine-tuned on, never on its validation or test images.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "image_classification"))
-import classification_common as common  # noqa: E402
 
 INSTALL_HINT = "To fix: pip install -c constraints.txt -e '.[examples]' from the repository root."
 require_version("torch>=2.6", INSTALL_HINT)  # torch.accelerator, public fully_shard
@@ -100,7 +101,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     data.add_argument("--train_dir", type=Path, default=None,
                       help="A folder of images (datasets' imagefolder; labels ignored). Default: the embedded digits.")
     data.add_argument("--max_train_samples", type=int, default=None, help="Use only the first N images (quick runs).")
-    data.add_argument("--num_workers", type=int, default=0, help="Data-loading worker processes (0: the main one).")
+    data.add_argument("--dataloader_num_workers", type=int, default=0,
+                      help="Data-loading worker processes (0: the main one).")
     model = parser.add_argument_group("model")
     model.add_argument("--model_name_or_path", default=None,
                        help="Continue from a swinv2_hf folder or Hub id (e.g. a converted SimMIM checkpoint).")
@@ -123,10 +125,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                        help="AdamW decay (not on biases, norms, logit scales, position-bias MLPs, the mask token).")
     train.add_argument("--num_train_epochs", type=int, default=10, help="Epochs over the training images.")
     train.add_argument("--max_train_steps", type=int, default=None, help="Stop after this many updates (not epochs).")
-    train.add_argument("--warmup_ratio", type=float, default=0.1, help="Share of the updates with linear warmup.")
+    train.add_argument("--num_warmup_steps", type=float, default=0.1,
+                       help="Linear warmup before the cosine: updates, or a fraction of them below 1.")
     train.add_argument("--max_grad_norm", type=float, default=5.0, help="Clip the gradient norm (0: off).")
-    train.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None,
-                       help="Autocast precision (default: the accelerate config's).")
+    train.add_argument("--mixed_precision", choices=MIXED_PRECISION_CHOICES, default=None,
+                       help="Autocast precision; auto: bf16 where the device computes it natively (default: the "
+                            "accelerate config's).")
     train.add_argument("--seed", type=int, default=0, help="Seeds the initialisation, the order and every mask.")
     train.add_argument("--fsdp2", action="store_true",
                        help="Shard with PyTorch's FSDP2 (fully_shard per SwinV2Block and at the root), for runs where "
@@ -150,7 +154,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """Refuse contradictory or impossible settings before any work, naming the fix."""
-    args.checkpoint_dir = args.checkpoint_dir or args.output_dir.with_name(args.output_dir.name + "_checkpoints")
+    args.checkpoint_dir = args.checkpoint_dir or default_checkpoint_dir(args.output_dir)
     if args.train_dir is not None and not args.train_dir.is_dir():
         parser.error(f"--train_dir {args.train_dir} is not a folder; pass a folder of images or leave it out.")
     if not 0 < args.mask_ratio < 1:
@@ -161,8 +165,8 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
                  "max_train_steps", "image_size", "mask_patch_size"):  # fmt: skip
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}.")
-    if args.learning_rate <= 0 or args.max_grad_norm < 0 or not 0 <= args.warmup_ratio < 1:
-        parser.error("--learning_rate must be positive, --max_grad_norm at least 0 and --warmup_ratio in [0, 1).")
+    if args.learning_rate <= 0 or args.max_grad_norm < 0 or args.num_warmup_steps < 0:
+        parser.error("--learning_rate must be positive, --max_grad_norm and --num_warmup_steps at least 0.")
     norm_patch = args.norm_target_patch_size
     if norm_patch is not None and (norm_patch < 0 or (norm_patch > 0 and norm_patch % 2 == 0)):
         parser.error(f"--norm_target_patch_size must be odd (a window centred on each pixel) or 0 for raw pixels, "
@@ -243,7 +247,7 @@ class SimMIMDataset(torch.utils.data.Dataset):
         self.images, self.masks, self.seed = images, masks, seed
         self.transform = common.TrainTransform(
             size=(image_size, image_size), crop_scale_min=CROP_SCALE_MIN, hflip_probability=FLIP_PROBABILITY,
-            resample=Image.Resampling.BICUBIC, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+            resample=Image.Resampling.BICUBIC, mean=Preprocessing.mean, std=Preprocessing.std,
         )  # fmt: skip
         self.epoch = 0
 
@@ -334,28 +338,20 @@ def build_data(
                          f"({accelerator.num_processes} processes x {args.per_device_train_batch_size}); lower "
                          "--per_device_train_batch_size or add images.")
     dataloader = torch.utils.data.DataLoader(
-        dataset, batch_size=args.per_device_train_batch_size, shuffle=True, drop_last=True, num_workers=args.num_workers
+        dataset, batch_size=args.per_device_train_batch_size, shuffle=True, drop_last=True,
+        num_workers=args.dataloader_num_workers,
     )
     return dataset, dataloader
 
 
-def build_optimizer(
-    args: argparse.Namespace, accelerator: Accelerator, model: torch.nn.Module, max_train_steps: int
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW with linear warmup and cosine decay to zero over `max_train_steps` updates."""
+def build_optimizer(args: argparse.Namespace, accelerator: Accelerator, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """AdamW in the Swin recipe's groups; DeepSpeed's clipping set to `--max_grad_norm`."""
     groups = parameter_groups(model, args.learning_rate, args.weight_decay)
-    optimizer = torch.optim.AdamW(groups, lr=args.learning_rate)
     if accelerator.state.deepspeed_plugin is not None:  # DeepSpeed clips by its config: make "auto" mean our flag
         accelerator.state.deepspeed_plugin.fill_match(
             "gradient_clipping", must_match=False, gradient_clipping=args.max_grad_norm
         )
-    # The prepared scheduler steps once per process and update, so it counts in process-steps.
-    scheduler = get_cosine_schedule_with_warmup(
-        optimizer,
-        num_warmup_steps=round(args.warmup_ratio * max_train_steps) * accelerator.num_processes,
-        num_training_steps=max_train_steps * accelerator.num_processes,
-    )
-    return optimizer, scheduler
+    return torch.optim.AdamW(groups, lr=args.learning_rate)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -484,11 +480,11 @@ def train(
                 if accelerator.sync_gradients and args.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 optimizer.step()
-                scheduler.step()
                 optimizer.zero_grad()
             progress.batches_in_epoch += 1
             if not accelerator.sync_gradients:
                 continue
+            scheduler.step()
             progress.completed_steps += 1
             progress.losses.append(float(np.mean(micro_losses)))
             micro_losses = []
@@ -572,18 +568,18 @@ def wait_for_main_process(accelerator: Accelerator) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     checkpoint = checkpoint_to_resume(args.resume_from_checkpoint, args.checkpoint_dir, args.overwrite_output_dir)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
 
     # Accelerator: the seedable sampler gives every process the same order, whatever their number.
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
+        mixed_precision=resolve_mixed_precision(args.mixed_precision),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         **device_arguments(),
     )
     if args.fsdp2 and accelerator.distributed_type != DistributedType.MULTI_CPU:
         raise InputError("--fsdp2 is for several CPU processes (torchrun --nproc_per_node N); on GPUs launch with "
                          "examples/accelerate_configs/fsdp.yaml instead.")
+    setup_logging(accelerator)
     if args.checkpointing_steps or checkpoint is not None:
         check_checkpointable(accelerator)
     logger.info(accelerator.state, main_process_only=False)
@@ -601,13 +597,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.fsdp2:
         shard_with_fsdp2(model)
     prepare_zero3(accelerator, model)
-    updates_per_epoch = math.ceil(len(dataloader) // accelerator.num_processes / args.gradient_accumulation_steps)
-    max_train_steps = args.max_train_steps or args.num_train_epochs * updates_per_epoch
-    optimizer, scheduler = build_optimizer(args, accelerator, model, max_train_steps)
+    optimizer = build_optimizer(args, accelerator, model)
     if args.fsdp2:  # the model is already sharded; preparing it would wrap it in DDP as well
-        optimizer, scheduler, dataloader = accelerator.prepare(optimizer, scheduler, dataloader)
+        optimizer, dataloader = accelerator.prepare(optimizer, dataloader)
     else:
-        model, optimizer, scheduler, dataloader = accelerator.prepare(model, optimizer, scheduler, dataloader)
+        model, optimizer, dataloader = accelerator.prepare(model, optimizer, dataloader)
+    # Warmup and cosine decay to zero, in optimiser steps; not prepared (Accelerate's wrapper steps once per process).
+    max_train_steps = training_steps(dataloader, args.gradient_accumulation_steps, args.num_train_epochs,
+                                     args.max_train_steps)  # fmt: skip
+    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup_steps(args.num_warmup_steps, max_train_steps),
+                                                max_train_steps)  # fmt: skip
 
     progress = Progress()
     prepare_checkpoint_directory(accelerator, args.checkpoint_dir, resuming=checkpoint is not None)

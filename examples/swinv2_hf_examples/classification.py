@@ -8,7 +8,7 @@ Face cache (by name), or the embedded default `digits`: scikit-learn's 1,797 han
 upscaled to 32x32 RGB, with a fixed stratified train/validation/test split. Nothing is downloaded.
 
 The recipe follows the Swin fine-tuning code of microsoft/Swin-Transformer and SimMIM (MIT): AdamW with the parameter
-groups of `swinv2_hf.training` (layer-wise learning-rate decay; no weight decay on biases, norms, `logit_scale`, the
+groups of `swinv2_hf.optim` (layer-wise learning-rate decay; no weight decay on biases, norms, `logit_scale`, the
 continuous-position-bias MLP and the absolute position embeddings); warmup + cosine schedule; label smoothing;
 optional mixup/cutmix (as timm's `Mixup`).
 """
@@ -37,13 +37,13 @@ from swinv2_hf.atomic import atomic_directory, atomic_file, prepare_output
 from swinv2_hf.configuration_swinv2_hf import to_pair
 from swinv2_hf.hub_folder import describe_preprocessing, push_folder, write_model_folder
 from swinv2_hf.model_card import CardFacts
-from swinv2_hf.sources import IMAGENET_MEAN, IMAGENET_STD, ORIGINAL_CROP_FRACTION, Preprocessing
-from swinv2_hf.training import InputError, as_json
+from swinv2_hf.sources import ORIGINAL_CROP_FRACTION, Preprocessing
 from swinv2_hf.transfer import pretraining_windows
+from swinv2_hf_examples.runtime import InputError, as_json
 
-HERE = Path(__file__).resolve().parent
-METRIC_PATH = HERE.parent / "metrics" / "top_k_accuracy"  # evaluate.load() of a local module: no download
-DEFAULT_MODEL = HERE / "configs" / "swinv2_digits.json"
+EXAMPLES = Path(__file__).resolve().parents[1]
+METRIC_PATH = EXAMPLES / "metrics" / "top_k_accuracy"  # evaluate.load() of a local module: no download
+DEFAULT_MODEL = EXAMPLES / "image_classification" / "configs" / "swinv2_digits.json"
 DIGITS = "digits"
 DIGITS_SIDE = 32  # the 8x8 digits upscaled 4x: with the default model's 4 px patches, one patch per digit pixel
 SPLIT_SEED = 0  # the fixed train/validation/test split (the run's --seed only shuffles and augments)
@@ -195,14 +195,6 @@ class OutputArguments:
 
     overwrite_output_dir: bool = argument(False, "Replace an earlier run's model folder and checkpoints.")
     plot: bool = argument(False, "Also write curves.png: loss and accuracy curves.")
-
-
-def native_bf16() -> bool:
-    """Whether the device computes bfloat16 natively (CUDA with bf16, or a CPU with AVX512-BF16/AMX through oneDNN);
-    elsewhere bf16 autocast is emulated and slower than float32."""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -641,17 +633,12 @@ def load_model(
             setattr(config, name, getattr(args, name))
     check_resolution(config)
     crop = 1.0 if data.is_digits else ORIGINAL_CROP_FRACTION  # a digit fills its image: nothing to crop away
-    return SwinV2ForImageClassification(config), Preprocessing(crop_fraction=crop, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    return SwinV2ForImageClassification(config), Preprocessing(crop_fraction=crop)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Optimisation: layer-wise decay groups, loss, mixup/cutmix, warmup
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-def warmup_steps(value: float, total_steps: int) -> int:
-    """TrainingArguments' reading of `warmup_steps`: below 1 a fraction of the total, otherwise a step count."""
-    return math.ceil(value * total_steps) if value < 1 else int(value)
 
 
 def classification_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float) -> torch.Tensor:

@@ -1,22 +1,14 @@
-"""What a training loop around SwinV2 needs beyond the model: the optimiser's parameter groups of the Swin recipe, and
-checkpoints that are written whole or not at all, execute nothing when loaded, prove their files intact, and resume
-only into the run that wrote them.
-
-The example scripts (image classification with Accelerate and with Trainer, SimMIM, object detection) all use this
-module, so that a parameter is decayed, and a checkpoint saved, found and checked, in one way.
-
-Parameter groups follow microsoft/Swin-Transformer and SimMIM (MIT): layer-wise learning-rate decay as SimMIM's
-`get_swin_layer`, and no weight decay on biases, norms, `logit_scale`, the continuous-position-bias MLP, absolute
-position embeddings and SimMIM's mask token (the original's `no_weight_decay(_keywords)`). transformers' Trainer
-decays every weight matrix, the position-bias MLP included, unless it is given these groups.
+"""What the example scripts share around their training loops: errors of bad input, logging, mixed precision, and
+checkpoints that are written whole, execute nothing when loaded, prove their files intact, and resume only into the
+run that wrote them. Model knowledge (parameter groups, atomic outputs, image processors) is the package's public API.
 
 A checkpoint is `<directory>/step_N`: the weights and the optimiser state in safetensors, the schedule, the progress
 and every process's random states in JSON (Accelerate's `save_state` would pickle the last three, and its
 `load_state` unpickles them), and `run_state.json`: the settings that fix the run's trajectory (architecture, data,
-batching, seed) and each file's size and SHA-256. It is written as `.step_N.partial` and swapped into place once
-every process has written its part, so a run killed while saving keeps its previous checkpoints. Resuming checks
-every file against its hash before loading anything; `latest` takes the newest intact checkpoint and says what was
-wrong with any newer one.
+batching, seed) and each file's size and SHA-256. It is an atomic output of `swinv2_hf.atomic`, written by the main
+process once every process has handed over its random states, so a run killed while saving keeps its previous
+checkpoints. Resuming checks every file against its hash before loading anything; `latest` takes the newest intact
+checkpoint and says what was wrong with any newer one.
 """
 
 from __future__ import annotations
@@ -24,22 +16,25 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import random
 import re
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import datasets
 import numpy as np
 import torch
+import transformers
 from accelerate.utils import DistributedType, gather_object
 from safetensors import safe_open
 from safetensors.torch import load_model, save_file, save_model
 
-from .atomic import MARKER, atomic_directory, clear_leftovers
+from swinv2_hf.atomic import MARKER, atomic_directory, clear_leftovers
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -53,9 +48,7 @@ _CHECKPOINT_NAME = re.compile(rf"{CHECKPOINT_PREFIX}(\d+)")
 MODEL_FILE, OPTIMIZER_FILE, TRAINING_STATE_FILE = "model.safetensors", "optimizer.safetensors", "training_state.json"
 # Engines whose optimiser state only exists in their own pickled checkpoint format.
 _ENGINES_WITH_PICKLED_STATES = (DistributedType.DEEPSPEED, DistributedType.FSDP, DistributedType.MEGATRON_LM)
-# Parameters that never get weight decay, by name; every 1-D parameter (biases, norms) is exempt too.
-NO_WEIGHT_DECAY_KEYWORDS = ("logit_scale", "continuous_position_bias_mlp", "position_embeddings", "mask_token")
-_BLOCK = re.compile(r"encoder\.stages\.(\d+)\.(?:blocks\.(\d+)|downsample)\.")
+MIXED_PRECISION_CHOICES = ("auto", "no", "fp16", "bf16")
 
 
 class InputError(ValueError):
@@ -73,53 +66,59 @@ def run_script(main: Callable[[Sequence[str]], Any], argv: Sequence[str]) -> Non
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Parameter groups
+# Flags every script reads the same way
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def layer_id(name: str, depths: Sequence[int]) -> int:
-    """The layer of a parameter for layer-wise decay, as SimMIM's `get_swin_layer`: 0 for the embeddings, 1 + the
-    block's index over all stages for a block, a stage's patch merging with that stage's last block, and
-    `sum(depths) + 1` (undecayed) for the final norm and the heads. `name` is relative to the base model."""
-    if name.startswith("embeddings."):
-        return 0
-    match = _BLOCK.match(name)
-    if match is None:
-        return sum(depths) + 1
-    stage = int(match[1])
-    if match[2] is None:
-        return sum(depths[: stage + 1])
-    return sum(depths[:stage]) + int(match[2]) + 1
+def warmup_steps(value: float, total_steps: int) -> int:
+    """`--num_warmup_steps` (TrainingArguments' `warmup_steps` reading): below 1 a fraction of the total steps,
+    otherwise a step count."""
+    return math.ceil(value * total_steps) if value < 1 else int(value)
 
 
-def decays(name: str, parameter: torch.nn.Parameter) -> bool:
-    """Weight decay applies to weight matrices only: not to biases, norms, logit scales, the position-bias MLP,
-    position embeddings or the mask token."""
-    exempt = name.endswith(".bias") or any(key in name for key in NO_WEIGHT_DECAY_KEYWORDS)
-    return parameter.ndim > 1 and not exempt
+def training_steps(prepared_loader: Sized, accumulation: int, epochs: int, max_train_steps: int | None) -> int:
+    """Optimiser steps of a run: `max_train_steps`, or `epochs` over the loader that `accelerator.prepare` returned,
+    whose length is this process's share of the batches, so that an epoch is one pass over the data with any number
+    of processes. The schedules count these steps and the loops step them once per optimiser step."""
+    return max_train_steps or epochs * math.ceil(len(prepared_loader) / accumulation)
 
 
-def parameter_groups(
-    model: torch.nn.Module, learning_rate: float, weight_decay: float, layer_decay: float = 1.0
-) -> list[dict[str, Any]]:
-    """AdamW groups of any SwinV2 model (classifier, SimMIM, backbone): one per (layer, decays or not), each with
-    the learning rate `learning_rate * layer_decay ** (top - layer)` and its weight decay; `names` and `layer` stay
-    in the groups for inspection."""
-    depths = model.config.depths
-    top = sum(depths) + 1
-    groups: dict[tuple[int, bool], dict[str, Any]] = {}
-    prefix = f"{model.base_model_prefix}."
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        layer, decayed = layer_id(name.removeprefix(prefix), depths), decays(name, parameter)
-        group = groups.setdefault((layer, decayed), {
-            "params": [], "names": [], "layer": layer, "weight_decay": weight_decay if decayed else 0.0,
-            "lr": learning_rate * layer_decay ** (top - layer),
-        })  # fmt: skip
-        group["params"].append(parameter)
-        group["names"].append(name)
-    return [groups[key] for key in sorted(groups)]
+def default_checkpoint_dir(output_dir: str | Path) -> Path:
+    """Where `--checkpoint_dir` defaults to: beside the output folder, which is written (and replaced) whole."""
+    output_dir = Path(output_dir)
+    return output_dir.with_name(f"{output_dir.name}_checkpoints")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Logging and precision
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def setup_logging(accelerator: Accelerator, level: int = logging.INFO) -> None:
+    """One log format for every script; processes other than the local main one report errors only."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level)
+    verbosity = "warning" if accelerator.is_local_main_process else "error"
+    getattr(datasets.utils.logging, f"set_verbosity_{verbosity}")()
+    getattr(transformers.utils.logging, f"set_verbosity_{verbosity}")()
+
+
+def native_bf16() -> bool:
+    """Whether the device computes bfloat16 natively (CUDA with bf16, or a CPU with AVX512-BF16/AMX through oneDNN);
+    elsewhere bf16 autocast is emulated and slower than float32."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def resolve_mixed_precision(choice: str | None) -> str | None:
+    """`--mixed_precision auto`: bf16 where the device computes it natively, fp16 on GPUs without bf16, float32
+    ("no") on other CPUs, where autocast would be emulated and slower. None leaves the choice to `accelerate launch`'s
+    configuration."""
+    if choice != "auto":
+        return choice
+    if native_bf16():
+        return "bf16"
+    return "fp16" if torch.cuda.is_available() else "no"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
