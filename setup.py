@@ -29,11 +29,20 @@ setup(
     extras_require={
         # onnx: the exporters (onnxscript for torch's dynamo exporter) and onnxruntime to check and quantize.
         "onnx": ONNX,
-        "dev": ["pytest>=8", "pytest-timeout>=2", "matplotlib>=3.7", "scipy>=1.10", *ONNX],
+        "dev": ["pytest>=8", "pytest-timeout>=2", "ruff>=0.15", "matplotlib>=3.7", "scipy>=1.10", *ONNX],
         "benchmarks": ["matplotlib>=3.7"],
         # scipy: the DETR losses' matching; pycocotools: COCO mAP; scikit-image: the example's photographs.
-        "examples": ["accelerate>=1.0", "datasets>=3.0", "evaluate>=0.4", "scikit-learn>=1.3", "matplotlib>=3.7",
-                     "tqdm>=4.60", "scipy>=1.10", "pycocotools>=2.0.7", "scikit-image>=0.19"],
+        "examples": [
+            "accelerate>=1.0",
+            "datasets>=3.0",
+            "evaluate>=0.4",
+            "scikit-learn>=1.3",
+            "matplotlib>=3.7",
+            "tqdm>=4.60",
+            "scipy>=1.10",
+            "pycocotools>=2.0.7",
+            "scikit-image>=0.19",
+        ],
     },
     classifiers=[
         "License :: OSI Approved :: Apache Software License",

@@ -47,7 +47,10 @@ def main() -> None:
     with torch.no_grad(), autocast:
         timings = interleaved({kernel: run(kernel) for kernel in ("eager", "sdpa")}, args.repeats, 3, windows.device)
     for kernel, timing in timings.items():
-        print(f"{kernel:6s} {timing}  {args.batch * 64} windows, device {args.device}, threads {torch.get_num_threads()}")
+        print(
+            f"{kernel:6s} {timing}  {args.batch * 64} windows, device {args.device}, threads {torch.get_num_threads()}"
+        )
+
 
 if __name__ == "__main__":
     main()

@@ -46,8 +46,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def ours_config(args: argparse.Namespace, chunked: bool) -> SwinV2Config:
     pretrained = SwinV2Config.from_preset("swinv2_tiny_window8_256")
-    return transfer_config(pretrained, image_size=args.resolution, window_size=16, out_features=OUT_FEATURES,
-                           attention_chunk_size=args.chunk if chunked else 0, drop_path_rate=0.0)  # fmt: skip
+    return transfer_config(
+        pretrained,
+        image_size=args.resolution,
+        window_size=16,
+        out_features=OUT_FEATURES,
+        attention_chunk_size=args.chunk if chunked else 0,
+        drop_path_rate=0.0,
+    )
 
 
 def build(args: argparse.Namespace, contender: str) -> torch.nn.Module:
@@ -58,11 +64,17 @@ def build(args: argparse.Namespace, contender: str) -> torch.nn.Module:
         model = ours
     else:
         config = ours.config
-        model = Swinv2Backbone(Swinv2Config(
-            image_size=args.resolution, embed_dim=config.embed_dim, depths=list(config.depths),
-            num_heads=list(config.num_heads), window_size=config.window_size,
-            pretrained_window_sizes=list(config.pretrained_window_sizes), out_features=OUT_FEATURES,
-        ))  # fmt: skip
+        model = Swinv2Backbone(
+            Swinv2Config(
+                image_size=args.resolution,
+                embed_dim=config.embed_dim,
+                depths=list(config.depths),
+                num_heads=list(config.num_heads),
+                window_size=config.window_size,
+                pretrained_window_sizes=list(config.pretrained_window_sizes),
+                out_features=OUT_FEATURES,
+            )
+        )
         encoder = {key: value for key, value in ours.state_dict().items() if "hidden_states_norms" not in key}
         model.load_state_dict(export_state_dict(with_base_model_prefix(encoder), "transformers", config), strict=True)
     if contender in ("swinv2_hf", "transformers_checkpointed"):
@@ -92,8 +104,10 @@ def check_same_outputs(args: argparse.Namespace) -> float:
     pixels = torch.randn(1, 3, 256, 256)
     theirs, ours = build(small, "transformers").eval(), build(small, "swinv2_hf").eval()
     with torch.no_grad():
-        their_maps = [ours.hidden_states_norms[name](m.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-                      for name, m in zip(OUT_FEATURES, theirs(pixels).feature_maps)]  # fmt: skip
+        their_maps = [
+            ours.hidden_states_norms[name](m.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+            for name, m in zip(OUT_FEATURES, theirs(pixels).feature_maps)
+        ]
         return max((a - b).abs().max().item() for a, b in zip(their_maps, ours(pixels).feature_maps))
 
 
@@ -103,17 +117,36 @@ def main() -> None:
         probe(args)
         return
     difference = check_same_outputs(args)
-    results = {"resolution": args.resolution, "batch": args.batch, "chunk": args.chunk, "max_map_difference": difference,
-               "peak_mib": {}}  # fmt: skip
+    results = {
+        "resolution": args.resolution,
+        "batch": args.batch,
+        "chunk": args.chunk,
+        "max_map_difference": difference,
+        "peak_mib": {},
+    }
     for contender in CONTENDERS:
-        command = [sys.executable, __file__, "--probe", contender, "--resolution", str(args.resolution),
-                   "--batch", str(args.batch), "--chunk", str(args.chunk), "--device", args.device]  # fmt: skip
+        command = [
+            sys.executable,
+            __file__,
+            "--probe",
+            contender,
+            "--resolution",
+            str(args.resolution),
+            "--batch",
+            str(args.batch),
+            "--chunk",
+            str(args.chunk),
+            "--device",
+            args.device,
+        ]
         done = subprocess.run(command, capture_output=True, text=True, check=True)
         results["peak_mib"][contender] = round(float(done.stdout.strip().splitlines()[-1]), 1)
         print(f"{CONTENDERS[contender]:55s} {results['peak_mib'][contender]:9.1f} MiB", flush=True)
     ratio = results["peak_mib"]["swinv2_hf"] / results["peak_mib"]["transformers"]
     results["ratio_to_transformers"] = round(ratio, 3)
-    print(f"swinv2_hf (checkpointing + chunks) / transformers: {ratio:.3f}; same weights, maps agree to {difference:.1e}")
+    print(
+        f"swinv2_hf (checkpointing + chunks) / transformers: {ratio:.3f}; same weights, maps agree to {difference:.1e}"
+    )
     if args.output:
         args.output.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -56,19 +56,41 @@ def main() -> None:
         sessions, differences = exported_graphs(models["swinv2_hf"], Path(folder))
         for batch in args.batch_sizes:
             pixels = torch.randn(batch, 3, args.resolution, args.resolution)
-            calls = {BASELINE: lambda: models["transformers"](pixels), "swinv2_hf eager float32": lambda: models["swinv2_hf"](pixels)}
-            calls.update({name: (lambda session=session: session.run(None, {"pixel_values": pixels.numpy()}))
-                          for name, session in sessions.items()})  # fmt: skip
+            calls = {
+                BASELINE: lambda pixels=pixels: models["transformers"](pixels),
+                "swinv2_hf eager float32": lambda pixels=pixels: models["swinv2_hf"](pixels),
+            }
+            calls.update(
+                {
+                    name: (lambda session=session, pixels=pixels: session.run(None, {"pixel_values": pixels.numpy()}))
+                    for name, session in sessions.items()
+                }
+            )
             timings = interleaved(calls, args.repeats, args.warmup, torch.device("cpu"))
             for name, timing in timings.items():
                 speedup, low, high = paired_ratios(timings[BASELINE], timing)
-                rows.append({"batch": batch, "contender": name, "ms": round(timing.median, 2),
-                             "range": f"{min(timing.values):.1f}-{max(timing.values):.1f}",
-                             "speedup": round(speedup, 3), "speedup_range": f"{low:.2f}-{high:.2f}"})  # fmt: skip
+                rows.append(
+                    {
+                        "batch": batch,
+                        "contender": name,
+                        "ms": round(timing.median, 2),
+                        "range": f"{min(timing.values):.1f}-{max(timing.values):.1f}",
+                        "speedup": round(speedup, 3),
+                        "speedup_range": f"{low:.2f}-{high:.2f}",
+                    }
+                )
     cpu = cpu_description()
-    results = {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
-               "onnxruntime": onnxruntime.__version__, "size": args.size, "resolution": args.resolution,
-               "window": args.window, "max_difference_to_pytorch": differences, "rows": rows}  # fmt: skip
+    results = {
+        "cpu": cpu,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "size": args.size,
+        "resolution": args.resolution,
+        "window": args.window,
+        "max_difference_to_pytorch": differences,
+        "rows": rows,
+    }
     args.output_dir.mkdir(parents=True, exist_ok=True)
     kind = cpu_kind(cpu)
     (args.output_dir / f"{kind}-deployment.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -77,12 +99,16 @@ def main() -> None:
         f"({', '.join(cpu['features'])}), {torch.get_num_threads()} threads, torch {torch.__version__}, onnxruntime "
         f"{onnxruntime.__version__}; medians of interleaved runs (min-max); speed-up over {BASELINE} (range over the "
         f"interleaved pairs). Largest difference of the graphs to PyTorch float32, relative to the outputs' magnitude: "
-        + ", ".join(f"{name} {value:.1e}" for name, value in differences.items()) + ".",
+        + ", ".join(f"{name} {value:.1e}" for name, value in differences.items())
+        + ".",
         "",
         "| batch | contender | time | speed-up |",
         "|---|---|---|---|",
-        *(f"| {r['batch']} | {r['contender']} | {r['ms']} ms ({r['range']}) | {r['speedup']:.2f}x ({r['speedup_range']}) |"
-          for r in rows),  # fmt: skip
+        *(
+            f"| {r['batch']} | {r['contender']} | {r['ms']} ms ({r['range']}) "
+            f"| {r['speedup']:.2f}x ({r['speedup_range']}) |"
+            for r in rows
+        ),
     ]
     (args.output_dir / f"{kind}-deployment.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

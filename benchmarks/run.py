@@ -42,8 +42,14 @@ CEILING_SIZE = 2048
 MODELS = ("transformers", "swinv2_hf")
 DTYPES = ("float32", "bfloat16", "bfloat16-weights")  # bfloat16 = autocast over float32 weights
 # /proc/cpuinfo flags -> the feature names the results show.
-CPU_FEATURES = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_bf16": "AVX512-BF16", "amx_tile": "AMX",
-                "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI"}  # fmt: skip
+CPU_FEATURES = {
+    "avx2": "AVX2",
+    "avx512f": "AVX-512",
+    "avx512_bf16": "AVX512-BF16",
+    "amx_tile": "AMX",
+    "avx512_vnni": "AVX512-VNNI",
+    "avx_vnni": "AVX-VNNI",
+}
 
 
 @dataclass
@@ -88,9 +94,13 @@ def build_models(args: argparse.Namespace) -> dict[str, torch.nn.Module]:
     preset = size_variant(args.size).name
     ours_config = SwinV2Config.from_preset(preset, image_size=args.resolution, window_size=args.window, num_labels=1000)
     theirs_config = Swinv2Config(
-        image_size=args.resolution, embed_dim=ours_config.embed_dim, depths=list(ours_config.depths),
-        num_heads=list(ours_config.num_heads), window_size=args.window, num_labels=1000,
-    )  # fmt: skip
+        image_size=args.resolution,
+        embed_dim=ours_config.embed_dim,
+        depths=list(ours_config.depths),
+        num_heads=list(ours_config.num_heads),
+        window_size=args.window,
+        num_labels=1000,
+    )
     torch.manual_seed(0)
     theirs = Swinv2ForImageClassification(theirs_config)
     ours = SwinV2ForImageClassification(ours_config)
@@ -147,10 +157,17 @@ def row(scenario: str, timings: dict[str, Timing], flops: float | None = None) -
     theirs, ours = timings["transformers"], timings["swinv2_hf"]
     speedup, low, high = paired_ratios(theirs, ours)
     gflops = {name: flops / (timing.median * 1e6) if flops else None for name, timing in timings.items()}
-    return Row(scenario, round(theirs.median, 2), f"{min(theirs.values):.1f}-{max(theirs.values):.1f}",
-               round(ours.median, 2), f"{min(ours.values):.1f}-{max(ours.values):.1f}", round(speedup, 3),
-               f"{low:.2f}-{high:.2f}", swinv2_hf_gflops=gflops["swinv2_hf"] and round(gflops["swinv2_hf"], 1),
-               transformers_gflops=gflops["transformers"] and round(gflops["transformers"], 1))  # fmt: skip
+    return Row(
+        scenario,
+        round(theirs.median, 2),
+        f"{min(theirs.values):.1f}-{max(theirs.values):.1f}",
+        round(ours.median, 2),
+        f"{min(ours.values):.1f}-{max(ours.values):.1f}",
+        round(speedup, 3),
+        f"{low:.2f}-{high:.2f}",
+        swinv2_hf_gflops=gflops["swinv2_hf"] and round(gflops["swinv2_hf"], 1),
+        transformers_gflops=gflops["transformers"] and round(gflops["transformers"], 1),
+    )
 
 
 def cpu_description() -> dict:
@@ -192,8 +209,9 @@ def training_memory(models: dict[str, torch.nn.Module], pixels: torch.Tensor) ->
 def run_benchmarks(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     models = build_models(args)
-    pixels = {batch: torch.randn(batch, 3, args.resolution, args.resolution, device=device)
-              for batch in args.batch_sizes}  # fmt: skip
+    pixels = {
+        batch: torch.randn(batch, 3, args.resolution, args.resolution, device=device) for batch in args.batch_sizes
+    }
     difference = check_agreement(models, pixels[min(args.batch_sizes)])
     _, flops_per_image = count_parameters_and_flops(models["swinv2_hf"].config, "SwinV2ForImageClassification")
     flops_per_image *= 2  # multiply-adds -> FLOPs
@@ -210,8 +228,10 @@ def run_benchmarks(args: argparse.Namespace) -> dict:
             print(rows[-1], flush=True)
 
     for dtype in args.dtypes:
-        cast = {name: copy.deepcopy(model).to(torch.bfloat16) if dtype == "bfloat16-weights" else model
-                for name, model in models.items()}  # fmt: skip
+        cast = {
+            name: copy.deepcopy(model).to(torch.bfloat16) if dtype == "bfloat16-weights" else model
+            for name, model in models.items()
+        }
         for batch in args.batch_sizes:
             calls = {name: inference(model.eval(), pixels[batch], dtype) for name, model in cast.items()}
             measure(f"inference {dtype} batch {batch}", calls, flops_per_image * batch, args.repeats)
@@ -225,8 +245,9 @@ def run_benchmarks(args: argparse.Namespace) -> dict:
     memory = {}
     if not args.no_training:
         calls = {name: training_step(model.train(), pixels[largest]) for name, model in models.items()}
-        measure(f"training step float32 batch {largest}", calls, 3 * flops_per_image * largest,
-                max(3, args.repeats // 2))
+        measure(
+            f"training step float32 batch {largest}", calls, 3 * flops_per_image * largest, max(3, args.repeats // 2)
+        )
         memory = training_memory(models, pixels[largest])
         print("peak training-step memory (MiB):", memory, flush=True)
     return {
@@ -245,8 +266,10 @@ def machine_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
     cpu = cpu_description()
-    return (f"{cpu['name']} (family/model {cpu['family_model']}; {', '.join(cpu['features']) or 'no AVX2'}), "
-            f"{os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    return (
+        f"{cpu['name']} (family/model {cpu['family_model']}; {', '.join(cpu['features']) or 'no AVX2'}), "
+        f"{os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
 
 
 def markdown(results: dict) -> str:
@@ -269,9 +292,11 @@ def markdown(results: dict) -> str:
     lines += ["", f"float32 matmul ceiling ({CEILING_SIZE}^3) measured in the same run: {ceilings}."]
     memory = results["peak_training_memory_mib"]
     if memory:
-        lines.append(f"Peak memory of a training step (the allocator's peak, identical across runs): transformers "
-                     f"{memory['transformers']} MiB, swinv2_hf {memory['swinv2_hf']} MiB "
-                     f"({memory['swinv2_hf'] / memory['transformers']:.2f}x).")
+        lines.append(
+            f"Peak memory of a training step (the allocator's peak, identical across runs): transformers "
+            f"{memory['transformers']} MiB, swinv2_hf {memory['swinv2_hf']} MiB "
+            f"({memory['swinv2_hf'] / memory['transformers']:.2f}x)."
+        )
     return "\n".join(lines) + "\n"
 
 

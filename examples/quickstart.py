@@ -55,13 +55,17 @@ def largest_difference(model: SwinV2ForImageClassification, reference_file: str,
 def main() -> None:
     args = parse_args()
     args.output_dir.parent.mkdir(parents=True, exist_ok=True)
-    print(f"Converting {FIXTURES / f'case_{CASE}_ms.pth'} (the original's {{'model': ...}} format) to {args.output_dir}")
+    print(
+        f"Converting {FIXTURES / f'case_{CASE}_ms.pth'} (the original's {{'model': ...}} format) to {args.output_dir}"
+    )
     convert_reference(args.output_dir, args.output_dir.parent)
     model = AutoModelForImageClassification.from_pretrained(args.output_dir).eval()
-    for dtype, reference_file, tolerance in ((torch.float64, f"case_{CASE}_io_f64.pt", 1e-8),
-                                             (torch.float32, f"case_{CASE}_io.pt", 1e-4)):
+    for dtype, reference_file, tolerance in (
+        (torch.float64, f"case_{CASE}_io_f64.pt", 1e-8),
+        (torch.float32, f"case_{CASE}_io.pt", 1e-4),
+    ):
         difference = largest_difference(model, reference_file, dtype)
-        print(f"  {str(dtype):14s} largest logit difference to the original: {difference:.2e} (bound {tolerance:g})")
+        print(f"  {dtype!s:14s} largest logit difference to the original: {difference:.2e} (bound {tolerance:g})")
         if difference > tolerance:
             raise SystemExit(f"Parity check failed in {dtype}.")
     print(f"The folder holds: {', '.join(sorted(p.name for p in args.output_dir.iterdir()))}")

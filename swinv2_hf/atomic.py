@@ -68,15 +68,19 @@ def prepare_output(
     _clear_leftovers(path)
     for source in inputs:
         if _is_within(source, path):
-            raise FileExistsError(f"{path} is or contains {source}, an input of this command: choose another output "
-                                  f"path (inputs are never replaced, not even with {overwrite_flag}).")  # fmt: skip
+            raise FileExistsError(
+                f"{path} is or contains {source}, an input of this command: choose another output "
+                f"path (inputs are never replaced, not even with {overwrite_flag})."
+            )
     if not os.path.lexists(path):
         return
     if not overwrite:
         raise FileExistsError(f"{path} exists; pass {overwrite_flag} to replace it, or choose another output path.")
     if path.is_dir() and not (path / MARKER).is_file():
-        raise FileExistsError(f"{path} was not written by swinv2_hf (it has no {MARKER}), so {overwrite_flag} does "
-                              "not replace it: move or delete it yourself, or choose another output path.")  # fmt: skip
+        raise FileExistsError(
+            f"{path} was not written by swinv2_hf (it has no {MARKER}), so {overwrite_flag} does "
+            "not replace it: move or delete it yourself, or choose another output path."
+        )
 
 
 @contextmanager

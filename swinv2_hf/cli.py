@@ -32,11 +32,16 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
         "model card.",
     )
     parser.add_argument("--source", required=True, choices=SOURCES, help="the checkpoint's implementation")
-    parser.add_argument("--checkpoint", required=True, help="a .pth/.bin/.safetensors file, or a timm/transformers folder")
+    parser.add_argument(
+        "--checkpoint", required=True, help="a .pth/.bin/.safetensors file, or a timm/transformers folder"
+    )
     parser.add_argument("--output-dir", required=True, help="the folder to write (must not exist without --overwrite)")
     parser.add_argument("--model-name", help="a release name (swinv2_tiny_patch4_window8_256, ...) or timm variant")
-    parser.add_argument("--config", help="the original repository's YAML, or a JSON config (ours, transformers', or "
-                        "the original constructor arguments)")
+    parser.add_argument(
+        "--config",
+        help="the original repository's YAML, or a JSON config (ours, transformers', or "
+        "the original constructor arguments)",
+    )
     parser.add_argument("--id2label", help="class names: a JSON mapping or a text file with one name per line")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the folder to this Hub repository")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
@@ -55,18 +60,26 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--model-dir", required=True, help="a folder saved by swinv2_hf (or converted by it)")
     parser.add_argument("--to", required=True, choices=(*SOURCES, *deployment.FORMATS), help="what to write")
-    parser.add_argument("--output", required=True, help="a .pth file (original), a folder (timm, transformers) or "
-                        "the graph file (.onnx, .pt2, .pt)")
+    parser.add_argument(
+        "--output",
+        required=True,
+        help="a .pth file (original), a folder (timm, transformers) or the graph file (.onnx, .pt2, .pt)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     graphs = parser.add_argument_group("graphs (onnx, torch-export, torchscript)")
-    graphs.add_argument("--dynamic-axes", action="store_true", help="dynamic height and width (the batch is always "
-                        "dynamic), over the range of sizes that keeps every stage's windows; printed and stored")
+    graphs.add_argument(
+        "--dynamic-axes",
+        action="store_true",
+        help="dynamic height and width (the batch is always "
+        "dynamic), over the range of sizes that keeps every stage's windows; printed and stored",
+    )
     graphs.add_argument("--height", type=int, help="example height in pixels (default: config.image_size)")
     graphs.add_argument("--width", type=int, help="example width in pixels (default: config.image_size)")
     graphs.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
     graphs.add_argument("--exporter", choices=deployment.ONNX_EXPORTERS, default="dynamo", help="the ONNX exporter")
-    graphs.add_argument("--quantize", choices=["int8"], help="dynamic int8: onnxruntime's (onnx) or torch.ao's "
-                        "(torchscript)")
+    graphs.add_argument(
+        "--quantize", choices=["int8"], help="dynamic int8: onnxruntime's (onnx) or torch.ao's (torchscript)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,16 +93,31 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> None:
     if args.command == "convert":
         convert_checkpoint(
-            args.source, args.checkpoint, args.output_dir, model_name=args.model_name, config_path=args.config,
-            id2label_path=args.id2label, push_to_hub=args.push_to_hub, overwrite=args.overwrite,
-            check=not args.no_verify, max_shard_size=args.max_shard_size,
-        )  # fmt: skip
+            args.source,
+            args.checkpoint,
+            args.output_dir,
+            model_name=args.model_name,
+            config_path=args.config,
+            id2label_path=args.id2label,
+            push_to_hub=args.push_to_hub,
+            overwrite=args.overwrite,
+            check=not args.no_verify,
+            max_shard_size=args.max_shard_size,
+        )
     elif args.to in deployment.FORMATS:
         report = deployment.export(
-            deployment.load_model(args.model_dir), args.output, to=args.to, height=args.height, width=args.width,
-            dynamic=args.dynamic_axes, opset=args.opset, exporter=args.exporter, quantize=args.quantize,
-            overwrite=args.overwrite, inputs=[args.model_dir],
-        )  # fmt: skip
+            deployment.load_model(args.model_dir),
+            args.output,
+            to=args.to,
+            height=args.height,
+            width=args.width,
+            dynamic=args.dynamic_axes,
+            opset=args.opset,
+            exporter=args.exporter,
+            quantize=args.quantize,
+            overwrite=args.overwrite,
+            inputs=[args.model_dir],
+        )
         print(f"written: {report.summary()}")
     else:
         print(f"written: {export_folder(args.model_dir, args.to, args.output, overwrite=args.overwrite)}")

@@ -352,14 +352,22 @@ class SwinV2Config(BackboneConfigMixin, PretrainedConfig):
         to_pair(self.image_size, "image_size")
         integer = isinstance(num_labels, int) and not isinstance(num_labels, bool)
         if num_labels is not None and (not integer or num_labels < 0):
-            raise ValueError(f"num_labels must be a non-negative integer (the classes of the head; 0 builds no head), "
-                             f"got {num_labels!r}.")
+            raise ValueError(
+                f"num_labels must be a non-negative integer (the classes of the head; 0 builds no head), "
+                f"got {num_labels!r}."
+            )
         for name in ("patch_size", "num_channels", "embed_dim", "window_size", "cpb_mlp_hidden_size", "encoder_stride"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        for name in ("mlp_ratio", "hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate",
-                     "layer_norm_eps", "initializer_range"):
+        for name in (
+            "mlp_ratio",
+            "hidden_dropout_prob",
+            "attention_probs_dropout_prob",
+            "drop_path_rate",
+            "layer_norm_eps",
+            "initializer_range",
+        ):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}.")
@@ -369,32 +377,47 @@ class SwinV2Config(BackboneConfigMixin, PretrainedConfig):
         if self.hidden_act not in ACT2FN:
             raise ValueError(f"hidden_act {self.hidden_act!r} is not an activation transformers knows; e.g. 'gelu'.")
         if self.mlp_ratio <= 0 or self.layer_norm_eps <= 0:
-            raise ValueError(f"mlp_ratio and layer_norm_eps must be positive, got {self.mlp_ratio}, {self.layer_norm_eps}.")
+            raise ValueError(
+                f"mlp_ratio and layer_norm_eps must be positive, got {self.mlp_ratio}, {self.layer_norm_eps}."
+            )
         if not self.depths or any(not isinstance(d, int) or d <= 0 for d in self.depths):
             raise ValueError(f"depths must be a non-empty list of positive integers, got {self.depths}.")
-        lengths = {"depths": len(self.depths), "num_heads": len(self.num_heads),
-                   "pretrained_window_sizes": len(self.pretrained_window_sizes)}
+        lengths = {
+            "depths": len(self.depths),
+            "num_heads": len(self.num_heads),
+            "pretrained_window_sizes": len(self.pretrained_window_sizes),
+        }
         if len(set(lengths.values())) != 1:
-            raise ValueError(f"depths, num_heads and pretrained_window_sizes need one entry per stage, got lengths "
-                             f"{lengths}. Give each list {len(self.depths)} entries.")
+            raise ValueError(
+                f"depths, num_heads and pretrained_window_sizes need one entry per stage, got lengths "
+                f"{lengths}. Give each list {len(self.depths)} entries."
+            )
         for stage, heads in enumerate(self.num_heads):
             channels = self.embed_dim * 2**stage
             if not isinstance(heads, int) or heads <= 0 or channels % heads:
-                raise ValueError(f"stage {stage} has {channels} channels (embed_dim * 2**{stage}), which {heads!r} "
-                                 f"heads do not divide. Choose num_heads[{stage}] among the divisors of {channels}.")
+                raise ValueError(
+                    f"stage {stage} has {channels} channels (embed_dim * 2**{stage}), which {heads!r} "
+                    f"heads do not divide. Choose num_heads[{stage}] among the divisors of {channels}."
+                )
         if any(not isinstance(w, int) or w < 0 or w == 1 for w in self.pretrained_window_sizes):
-            raise ValueError(f"pretrained_window_sizes must be 0 (none) or windows of at least 2, got "
-                             f"{self.pretrained_window_sizes}: the coordinates are divided by (window - 1).")
+            raise ValueError(
+                f"pretrained_window_sizes must be 0 (none) or windows of at least 2, got "
+                f"{self.pretrained_window_sizes}: the coordinates are divided by (window - 1)."
+            )
         for name in ("extra_norm_period", "attention_chunk_size", "mim_norm_target_patch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer (0 disables it), got {value!r}.")
         if self.linear_implementation not in LINEAR_IMPLEMENTATIONS:
-            raise ValueError(f"linear_implementation must be one of {', '.join(LINEAR_IMPLEMENTATIONS)}, got "
-                             f"{self.linear_implementation!r}: 'auto' picks the fastest kernel that computes the call.")
+            raise ValueError(
+                f"linear_implementation must be one of {', '.join(LINEAR_IMPLEMENTATIONS)}, got "
+                f"{self.linear_implementation!r}: 'auto' picks the fastest kernel that computes the call."
+            )
         if self.mim_norm_target_patch_size and self.mim_norm_target_patch_size % 2 == 0:
-            raise ValueError(f"mim_norm_target_patch_size must be odd (the patch is centred on each pixel), got "
-                             f"{self.mim_norm_target_patch_size}; SimMIM uses 47.")
+            raise ValueError(
+                f"mim_norm_target_patch_size must be odd (the patch is centred on each pixel), got "
+                f"{self.mim_norm_target_patch_size}; SimMIM uses 47."
+            )
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> SwinV2Config:

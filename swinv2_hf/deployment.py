@@ -72,7 +72,7 @@ class SizeRange:
         return self.min_height <= height <= self.max_height and self.min_width <= width <= self.max_width
 
     def __str__(self) -> str:
-        return (f"height {self.min_height}-{self.max_height} px, width {self.min_width}-{self.max_width} px")
+        return f"height {self.min_height}-{self.max_height} px, width {self.min_width}-{self.max_width} px"
 
 
 def stage_geometry(config: SwinV2Config, height: int, width: int) -> tuple[tuple[int, int, bool, bool], ...]:
@@ -93,9 +93,9 @@ def size_range(config: SwinV2Config, height: int, width: int, max_side: int = MA
     """The largest box of sizes around `height` x `width` in which every stage keeps the geometry it has there.
 
     A stage's window and shift depend on its map's smaller side, and its counts of window rows and columns on each
-    side, all of which grow with the image, so a box keeps one geometry exactly when its two extreme corners do. Each side is first extended as far as it keeps the
-    geometry with the other side fixed; then the upper (and lower) corner is pulled in until it agrees, from the side
-    with more room.
+    side, all of which grow with the image, so a box keeps one geometry exactly when its two extreme corners do.
+    Each side is first extended as far as it keeps the geometry with the other side fixed; then the upper (and
+    lower) corner is pulled in until it agrees, from the side with more room.
     """
     target = stage_geometry(config, height, width)
 
@@ -192,9 +192,11 @@ class ExportReport:
     def summary(self) -> str:
         inputs = ", ".join(f"{batch}x{height}x{width}" for batch, height, width in self.checked_sizes)
         kind = f"{self.format}{' int8' if self.quantization else ''}"
-        return (f"{self.path}: {kind}, outputs {', '.join(self.outputs)}; any batch, {self.size_range}; largest "
-                f"difference to PyTorch float32 {self.max_difference:.2e} (bound {self.tolerance:g}) on inputs "
-                f"(batch x height x width) {inputs}")
+        return (
+            f"{self.path}: {kind}, outputs {', '.join(self.outputs)}; any batch, {self.size_range}; largest "
+            f"difference to PyTorch float32 {self.max_difference:.2e} (bound {self.tolerance:g}) on inputs "
+            f"(batch x height x width) {inputs}"
+        )
 
     def metadata(self) -> str:
         return json.dumps({**asdict(self), "path": Path(self.path).name}, default=str)
@@ -210,8 +212,12 @@ def checked_sizes(size_range: SizeRange, height: int, width: int, batch: int) ->
     """(batch, height, width) of the inputs a graph is run on before it is written: the example, the range's corners
     (capped at twice the example, to keep the check short) and a non-square size, alternating two batch sizes."""
     high_height, high_width = min(size_range.max_height, 2 * height), min(size_range.max_width, 2 * width)
-    sizes = [(height, width), (size_range.min_height, size_range.min_width), (high_height, high_width),
-             (size_range.min_height, high_width)]  # fmt: skip
+    sizes = [
+        (height, width),
+        (size_range.min_height, size_range.min_width),
+        (high_height, high_width),
+        (size_range.min_height, high_width),
+    ]
     batches = (batch, 1 if batch != 1 else 2)
     return [(batches[index % 2], rows, columns) for index, (rows, columns) in enumerate(dict.fromkeys(sizes))]
 
@@ -249,13 +255,14 @@ def _dynamic_shapes(size_range: SizeRange) -> dict:
 def _export_onnx(
     graph: GraphModule, example: torch.Tensor, path: Path, size_range: SizeRange, opset: int | None, exporter: str
 ) -> None:
-    options = dict(input_names=["pixel_values"], output_names=list(graph.names), external_data=False)
+    options = {"input_names": ["pixel_values"], "output_names": list(graph.names), "external_data": False}
     if opset is not None:
         options["opset_version"] = opset
     if exporter == "dynamo":
         with _size_oblivious():
-            torch.onnx.export(graph, (example,), str(path), dynamo=True,
-                              dynamic_shapes=_dynamic_shapes(size_range), **options)  # fmt: skip
+            torch.onnx.export(
+                graph, (example,), str(path), dynamo=True, dynamic_shapes=_dynamic_shapes(size_range), **options
+            )
         return
     axes = {0: "batch"}
     if size_range.min_height < size_range.max_height:
@@ -270,7 +277,9 @@ def _run_onnx(path: Path) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return lambda pixels: tuple(torch.from_numpy(array) for array in session.run(None, {"pixel_values": pixels.numpy()}))
+    return lambda pixels: tuple(
+        torch.from_numpy(array) for array in session.run(None, {"pixel_values": pixels.numpy()})
+    )
 
 
 def _write_onnx_metadata(path: Path, report: ExportReport) -> None:
@@ -336,8 +345,9 @@ def export(
     if exporter not in ONNX_EXPORTERS:
         raise ExportError(f"Unknown ONNX exporter {exporter!r}; choose one of {ONNX_EXPORTERS}.")
     if quantize not in (None, "int8") or (quantize and to == "torch-export"):
-        raise ExportError(f"--quantize {quantize} is available for onnx (onnxruntime) and torchscript (torch.ao); "
-                          f"not for {to}.")
+        raise ExportError(
+            f"--quantize {quantize} is available for onnx (onnxruntime) and torchscript (torch.ao); not for {to}."
+        )
     config = model.config
     image_height, image_width = to_pair(config.image_size, "image_size")
     height, width = height or image_height, width or image_width
@@ -351,22 +361,32 @@ def export(
         run = _write(graph, example, temporary, to, sizes, opset, exporter, quantize)
         shapes = checked_sizes(sizes, height, width, batch_size)
         with torch.no_grad():
-            difference = max(_difference(run(pixels), reference(pixels))
-                             for pixels in (example_input(config, *shape) for shape in shapes))  # fmt: skip
+            difference = max(
+                _difference(run(pixels), reference(pixels))
+                for pixels in (example_input(config, *shape) for shape in shapes)
+            )
         tolerance = tolerance if tolerance is not None else INT8_TOLERANCE if quantize else TOLERANCE
         report = ExportReport(str(output), to, graph.names, sizes, shapes, difference, tolerance, quantize)
         if not difference <= tolerance:
-            raise ExportError(f"The {to} graph differs from the PyTorch model by {difference:.2e} (bound {tolerance:g}) "
-                              "on the checked inputs; nothing written.")
+            raise ExportError(
+                f"The {to} graph differs from the PyTorch model by {difference:.2e} (bound {tolerance:g}) "
+                "on the checked inputs; nothing written."
+            )
         if to == "onnx":
             _write_onnx_metadata(temporary, report)
     return report
 
 
 def _write(
-    graph: GraphModule, example: torch.Tensor, path: Path, to: str, sizes: SizeRange, opset: int | None, exporter: str,
+    graph: GraphModule,
+    example: torch.Tensor,
+    path: Path,
+    to: str,
+    sizes: SizeRange,
+    opset: int | None,
+    exporter: str,
     quantize: str | None,
-) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:  # fmt: skip
+) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
     """Write the graph to `path`; return a function that runs the written file."""
     if to == "onnx":
         if quantize:

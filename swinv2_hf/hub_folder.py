@@ -71,7 +71,7 @@ _RESAMPLING = {
     "bicubic": PILImageResampling.BICUBIC,
     "bilinear": PILImageResampling.BILINEAR,
     "nearest": PILImageResampling.NEAREST,
-}  # fmt: skip
+}
 
 
 @dataclass
@@ -217,8 +217,12 @@ def image_processor_for(config: SwinV2Config, preprocessing: Preprocessing) -> B
     images to 8 bits first.
     """
     height, width = to_pair(config.image_size, "image_size")
-    common = dict(resample=_RESAMPLING[preprocessing.resample], image_mean=list(preprocessing.mean),
-                  image_std=list(preprocessing.std), do_convert_rgb=True)  # fmt: skip
+    common = {
+        "resample": _RESAMPLING[preprocessing.resample],
+        "image_mean": list(preprocessing.mean),
+        "image_std": list(preprocessing.std),
+        "do_convert_rgb": True,
+    }
     if height != width:
         return ViTImageProcessorPil(size={"height": height, "width": width}, **common)
     return ConvNextImageProcessorPil(size={"shortest_edge": height}, crop_pct=preprocessing.crop_fraction, **common)
@@ -230,7 +234,8 @@ def describe_preprocessing(config: SwinV2Config, preprocessing: Preprocessing) -
         resize = f"resize the shorter side to {int(height / preprocessing.crop_fraction)}, centre crop {height}"
     else:
         resize = f"resize to {height}x{width}"
-    return f"{resize} ({preprocessing.resample}), normalise with mean {list(preprocessing.mean)}, std {list(preprocessing.std)}"
+    statistics = f"mean {list(preprocessing.mean)}, std {list(preprocessing.std)}"
+    return f"{resize} ({preprocessing.resample}), normalise with {statistics}"
 
 
 def write_model_folder(
@@ -276,8 +281,12 @@ def push_folder(folder: Path, repo_id: str, private: bool = False, commit_messag
     """Upload a folder to a Hub model repository (created when missing); returns the repository URL."""
     api = HfApi()
     url = api.create_repo(repo_id, private=private, exist_ok=True)
-    api.upload_folder(folder_path=folder, repo_id=repo_id, commit_message=commit_message or "Upload SwinV2 model",
-                      ignore_patterns=[MARKER])  # fmt: skip
+    api.upload_folder(
+        folder_path=folder,
+        repo_id=repo_id,
+        commit_message=commit_message or "Upload SwinV2 model",
+        ignore_patterns=[MARKER],
+    )
     return str(url)
 
 

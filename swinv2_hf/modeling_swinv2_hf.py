@@ -1287,7 +1287,7 @@ def read_checkpoint_tensor(name_or_path: str | os.PathLike, key: str, **hub_kwar
         if filename is None:
             continue
         with safe_open(cached_file(name_or_path, filename, **options), framework="pt") as weights:
-            if candidate in weights.keys():
+            if candidate in weights.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
                 return weights.get_tensor(candidate)
     raise ValueError(f"{name_or_path} has no tensor {key}.")
 

@@ -56,10 +56,16 @@ def parameter_groups(
         if not parameter.requires_grad:
             continue
         layer, decayed = layer_id(name.removeprefix(prefix), depths), decays(name, parameter)
-        group = groups.setdefault((layer, decayed), {
-            "params": [], "names": [], "layer": layer, "weight_decay": weight_decay if decayed else 0.0,
-            "lr": learning_rate * layer_decay ** (top - layer),
-        })  # fmt: skip
+        group = groups.setdefault(
+            (layer, decayed),
+            {
+                "params": [],
+                "names": [],
+                "layer": layer,
+                "weight_decay": weight_decay if decayed else 0.0,
+                "lr": learning_rate * layer_decay ** (top - layer),
+            },
+        )
         group["params"].append(parameter)
         group["names"].append(name)
     return [groups[key] for key in sorted(groups)]

@@ -80,7 +80,6 @@ class Preprocessing:
     std: tuple[float, ...] = tuple(IMAGENET_DEFAULT_STD)
 
 
-
 @dataclass
 class SourceCheckpoint:
     """A checkpoint as `source` stores it, with what its folder says beside it."""

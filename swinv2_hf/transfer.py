@@ -24,8 +24,10 @@ def pretraining_windows(config: SwinV2Config) -> tuple[int, ...]:
     stage of 192 px models: window 12 -> 6)."""
     if any(config.pretrained_window_sizes):
         return tuple(config.pretrained_window_sizes)
-    height, width = (size // patch for size, patch in zip(to_pair(config.image_size, "image_size"),
-                                                          to_pair(config.patch_size, "patch_size")))  # fmt: skip
+    height, width = (
+        size // patch
+        for size, patch in zip(to_pair(config.image_size, "image_size"), to_pair(config.patch_size, "patch_size"))
+    )
     windows = []
     for _ in config.depths:
         windows.append(window_and_shift(height, width, config.window_size)[0])
@@ -39,8 +41,13 @@ def transfer_config(
     """`config` at a new image size and window, with `pretrained_window_sizes` set to the windows the weights were
     trained with, so the position-bias MLPs see the coordinates they learned (any other field via `overrides`, e.g.
     `out_features` for a backbone)."""
-    values = {**config.to_dict(), "image_size": image_size, "window_size": window_size,
-              "pretrained_window_sizes": pretraining_windows(config), **overrides}  # fmt: skip
+    values = {
+        **config.to_dict(),
+        "image_size": image_size,
+        "window_size": window_size,
+        "pretrained_window_sizes": pretraining_windows(config),
+        **overrides,
+    }
     for derived in ("num_layers", "hidden_size", "stage_names", "model_type", "transformers_version"):
         values.pop(derived, None)
     # The backbone selection is one choice made two ways: overriding one side drops the other.
@@ -73,8 +80,8 @@ def load_backbone_weights(
     backbones = [(name, module) for name, module in model.named_modules() if isinstance(module, SwinV2Backbone)]
     if not backbones:
         raise ValueError(
-            f"{type(model).__name__} has no SwinV2Backbone. Build it with backbone_config=SwinV2Config(out_features=...) "
-            "after `import swinv2_hf`."
+            f"{type(model).__name__} has no SwinV2Backbone. Build it with "
+            "backbone_config=SwinV2Config(out_features=...) after `import swinv2_hf`."
         )
     report = BackboneLoadReport()
     for name, backbone in backbones:

@@ -40,10 +40,17 @@ sys.meta_path.insert(0, BlockSwinV2)
 
 def tiny_config(**overrides) -> SwinV2Config:
     """The tiny tester: image 32, patch 2, embed 16, depths (1, 2, 1), heads (2, 2, 4), window 2."""
-    arguments = dict(
-        image_size=32, patch_size=2, embed_dim=16, depths=(1, 2, 1), num_heads=(2, 2, 4), window_size=2,
-        num_labels=5, drop_path_rate=0.0, encoder_stride=8,
-    )
+    arguments = {
+        "image_size": 32,
+        "patch_size": 2,
+        "embed_dim": 16,
+        "depths": (1, 2, 1),
+        "num_heads": (2, 2, 4),
+        "window_size": 2,
+        "num_labels": 5,
+        "drop_path_rate": 0.0,
+        "encoder_stride": 8,
+    }
     return SwinV2Config(**{**arguments, **overrides})
 
 

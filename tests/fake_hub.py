@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -66,7 +66,7 @@ def _lfs_pointer(sha256: str, size: int) -> bytes:
 
 def _now() -> str:
     """A timestamp in the Hub's format, which `huggingface_hub.utils.parse_datetime` expects."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def _card_data(readme: str) -> dict[str, Any]:
@@ -404,11 +404,23 @@ class _Handler(BaseHTTPRequestHandler):
         siblings = [blob.sibling(name) for name, blob in sorted(commit.files.items())]
         return _json(
             {
-                "_id": repo_id, "id": repo_id, "modelId": repo_id, "author": repo_id.split("/")[0],
-                "sha": commit.sha, "lastModified": commit.date, "createdAt": commit.date,
-                "private": False, "disabled": False, "gated": False, "downloads": 0, "likes": 0,
-                "tags": card.get("tags") or [], "library_name": card.get("library_name"),
-                "pipeline_tag": card.get("pipeline_tag"), "cardData": card, "siblings": siblings,
+                "_id": repo_id,
+                "id": repo_id,
+                "modelId": repo_id,
+                "author": repo_id.split("/")[0],
+                "sha": commit.sha,
+                "lastModified": commit.date,
+                "createdAt": commit.date,
+                "private": False,
+                "disabled": False,
+                "gated": False,
+                "downloads": 0,
+                "likes": 0,
+                "tags": card.get("tags") or [],
+                "library_name": card.get("library_name"),
+                "pipeline_tag": card.get("pipeline_tag"),
+                "cardData": card,
+                "siblings": siblings,
             }
         )
 
@@ -596,7 +608,6 @@ class FakeHub:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self.stop()
-
 
 
 def client_environ(hub: FakeHub, hf_home: Path) -> dict[str, str]:

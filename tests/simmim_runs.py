@@ -47,8 +47,17 @@ def torchrun(processes: int) -> list[str]:
 
 
 def accelerate_launch(config: str, processes: int) -> list[str]:
-    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE_CONFIGS / config),
-            "--num_processes", str(processes), "--main_process_port", str(free_port())]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(ACCELERATE_CONFIGS / config),
+        "--num_processes",
+        str(processes),
+        "--main_process_port",
+        str(free_port()),
+    ]
 
 
 def run_simmim(arguments: list[str], launcher: list[str] | None = None) -> str:

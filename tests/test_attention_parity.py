@@ -77,10 +77,11 @@ def test_sdpa_matches_eager(checkpoint: Path, scenario: str, dtype: torch.dtype)
     overrides = SCENARIOS[scenario][0]
     with torch.no_grad():
         eager = {
-            precision: output_tensors(run(load(checkpoint, "eager", precision, **overrides),
-                                          make_inputs(scenario, precision))[0])
+            precision: output_tensors(
+                run(load(checkpoint, "eager", precision, **overrides), make_inputs(scenario, precision))[0]
+            )
             for precision in (torch.float32, torch.float64)
-        }  # fmt: skip
+        }
         _, eager_calls = run(load(checkpoint, "eager", dtype, **overrides), make_inputs(scenario, dtype))
         sdpa, sdpa_calls = run(load(checkpoint, "sdpa", dtype, **overrides), make_inputs(scenario, dtype))
     assert eager_calls == 0
@@ -88,7 +89,9 @@ def test_sdpa_matches_eager(checkpoint: Path, scenario: str, dtype: torch.dtype)
     assert sdpa_calls == (32 + 2 * 8 + 2 if overrides else 4)
     for index, (actual, exact) in enumerate(zip(output_tensors(sdpa), eager[torch.float64])):
         if dtype == torch.float64:
-            torch.testing.assert_close(actual, exact, rtol=0, atol=FLOAT64_ATOL, msg=lambda text: f"{index}: {text}")
+            torch.testing.assert_close(
+                actual, exact, rtol=0, atol=FLOAT64_ATOL, msg=lambda text, index=index: f"{index}: {text}"
+            )
         else:
             assert_within_bound(actual, eager[torch.float32][index], exact, name=str(index))
 
@@ -112,8 +115,10 @@ def test_sdpa_gradients_match_eager(checkpoint: Path, scenario: str, train_posit
     """The same parameter gradients: float32 SDPA against float64 eager, within the bound of float32 eager. A
     trainable position bias is a mask with a gradient, which SDPA's fused CPU kernel does not give: the model then
     takes the explicit path (faster than SDPA's own fallback)."""
-    eager = {dtype: loss_gradients(checkpoint, scenario, "eager", dtype, train_position_bias)[0]
-             for dtype in (torch.float32, torch.float64)}  # fmt: skip
+    eager = {
+        dtype: loss_gradients(checkpoint, scenario, "eager", dtype, train_position_bias)[0]
+        for dtype in (torch.float32, torch.float64)
+    }
     sdpa, calls = loss_gradients(checkpoint, scenario, "sdpa", torch.float32, train_position_bias)
     assert (calls == 0) == train_position_bias
     assert eager[torch.float64].keys() == sdpa.keys()

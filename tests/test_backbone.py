@@ -80,23 +80,6 @@ def test_backbone_loads_classification_checkpoint(
         assert torch.equal(backbone.state_dict()[key], source[f"swinv2.{key}"]), key
 
 
-def test_backbone_maps_equal_classifier_encoder_maps(
-    classifier_and_backbone: tuple[SwinV2ForImageClassification, SwinV2Backbone], pixel_values: torch.Tensor
-) -> None:
-    classifier, backbone = classifier_and_backbone
-    with torch.no_grad():
-        backbone_maps = backbone.encoder(*backbone.embeddings(pixel_values), output_stage_maps=True).stage_maps
-        model = classifier.swinv2
-        classifier_maps = model.encoder(*model.embeddings(pixel_values), output_stage_maps=True).stage_maps
-        reshaped = classifier(pixel_values, output_hidden_states=True).reshaped_hidden_states
-    assert len(backbone_maps) == len(classifier_maps) == len(ALL_STAGES)
-    for backbone_map, classifier_map in zip(backbone_maps, classifier_maps):
-        torch.testing.assert_close(backbone_map, classifier_map, rtol=0, atol=1e-6)
-    # The stem is the embedding output; the last stage has no patch merging, so it is the last hidden state.
-    torch.testing.assert_close(backbone_maps[0], reshaped[0], rtol=0, atol=1e-6)
-    torch.testing.assert_close(backbone_maps[-1], reshaped[-1], rtol=0, atol=1e-6)
-
-
 def test_feature_maps_are_normalised_stage_maps(pixel_values: torch.Tensor) -> None:
     backbone = random_backbone()
     with torch.no_grad():
@@ -145,7 +128,11 @@ def test_pixel_mask_padded_image_matches_image_alone() -> None:
         side = 24 // stride
         assert alone_map.shape[-2:] == (side, side), stage
         torch.testing.assert_close(
-            batched_map[1:, :, :side, :side], alone_map, rtol=0, atol=1e-5, msg=lambda text: f"{stage}: {text}"
+            batched_map[1:, :, :side, :side],
+            alone_map,
+            rtol=0,
+            atol=1e-5,
+            msg=lambda text, stage=stage: f"{stage}: {text}",
         )
     # The full image in the same batch is unaffected by the mask of its neighbour.
     with torch.no_grad():

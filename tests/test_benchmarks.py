@@ -15,9 +15,24 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
 
 @pytest.mark.slow
 def test_benchmark_script_writes_its_reports(tmp_path: Path) -> None:
-    arguments = ["--resolution", "64", "--window", "4", "--batch-sizes", "1", "2",
-                 "--dtypes", "float32", "bfloat16-weights",
-                 "--repeats", "1", "--warmup", "0", "--output-dir", str(tmp_path)]  # fmt: skip
+    arguments = [
+        "--resolution",
+        "64",
+        "--window",
+        "4",
+        "--batch-sizes",
+        "1",
+        "2",
+        "--dtypes",
+        "float32",
+        "bfloat16-weights",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--output-dir",
+        str(tmp_path),
+    ]
     done = subprocess.run([sys.executable, str(SCRIPT), *arguments], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     written = sorted(path.name for path in tmp_path.iterdir())
@@ -27,8 +42,13 @@ def test_benchmark_script_writes_its_reports(tmp_path: Path) -> None:
     assert kind.startswith(results["cpu"]["vendor"]) and "AVX2" in results["cpu"]["features"]
     assert results["max_logit_difference"] < 1e-4
     scenarios = [row["scenario"] for row in results["rows"]]
-    assert scenarios == ["inference float32 batch 1", "inference float32 batch 2", "inference bfloat16-weights batch 1",
-                         "inference bfloat16-weights batch 2", "training step float32 batch 2"]  # fmt: skip
+    assert scenarios == [
+        "inference float32 batch 1",
+        "inference float32 batch 2",
+        "inference bfloat16-weights batch 1",
+        "inference bfloat16-weights batch 2",
+        "training step float32 batch 2",
+    ]
     assert all(row["transformers_ms"] > 0 and row["swinv2_hf_ms"] > 0 for row in results["rows"])
     assert all(results["peak_training_memory_mib"][name] > 0 for name in ("transformers", "swinv2_hf"))
     assert set(results["matmul_ceiling_gflops"]) == {"torch.mm", "oneDNN"}
@@ -40,10 +60,27 @@ def test_benchmark_script_writes_its_reports(tmp_path: Path) -> None:
 def test_deployment_benchmark_writes_its_reports(tmp_path: Path) -> None:
     """benchmarks/deployment.py: transformers eager, ours eager, ONNX Runtime float32 and int8 at each batch size,
     with the exported graphs' checked differences."""
-    arguments = ["--resolution", "64", "--window", "4", "--batch-sizes", "1", "2", "--repeats", "1", "--warmup", "0",
-                 "--output-dir", str(tmp_path)]  # fmt: skip
-    done = subprocess.run([sys.executable, str(SCRIPT.with_name("deployment.py")), *arguments], capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+    arguments = [
+        "--resolution",
+        "64",
+        "--window",
+        "4",
+        "--batch-sizes",
+        "1",
+        "2",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--output-dir",
+        str(tmp_path),
+    ]
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT.with_name("deployment.py")), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     (report,) = tmp_path.glob("*-deployment.json")
     results = json.loads(report.read_text())

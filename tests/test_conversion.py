@@ -56,9 +56,14 @@ def convert(tmp_path: Path, *arguments: str, name: str = "converted") -> Path:
 
 def original_case(tmp_path: Path, case: str) -> Path:
     return convert(
-        tmp_path, "--source", "original", "--checkpoint", str(FIXTURES / f"case_{case}_ms.pth"),
-        "--config", str(FIXTURES / f"case_{case}_config.json"),
-    )  # fmt: skip
+        tmp_path,
+        "--source",
+        "original",
+        "--checkpoint",
+        str(FIXTURES / f"case_{case}_ms.pth"),
+        "--config",
+        str(FIXTURES / f"case_{case}_config.json"),
+    )
 
 
 def float64_tensors(folder: Path, case: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -81,11 +86,22 @@ def test_original_yaml_config(tmp_path: Path) -> None:
     """Case B's architecture given as an original-repository YAML (with a BASE file) instead of JSON."""
     overrides = load_case("B")["yacs_overrides"]
     (tmp_path / "base.yaml").write_text(yaml.safe_dump({"DATA": {"IMG_SIZE": overrides["DATA.IMG_SIZE"]}}))
-    model = {"TYPE": "swinv2", "NAME": "case_b", "NUM_CLASSES": overrides["MODEL.NUM_CLASSES"],
-             "SWINV2": overrides["MODEL.SWINV2"]}  # fmt: skip
+    model = {
+        "TYPE": "swinv2",
+        "NAME": "case_b",
+        "NUM_CLASSES": overrides["MODEL.NUM_CLASSES"],
+        "SWINV2": overrides["MODEL.SWINV2"],
+    }
     (tmp_path / "case_b.yaml").write_text(yaml.safe_dump({"BASE": ["base.yaml"], "MODEL": model}))
-    folder = convert(tmp_path, "--source", "original", "--checkpoint", str(FIXTURES / "case_B_ms.pth"),
-                     "--config", str(tmp_path / "case_b.yaml"))
+    folder = convert(
+        tmp_path,
+        "--source",
+        "original",
+        "--checkpoint",
+        str(FIXTURES / "case_B_ms.pth"),
+        "--config",
+        str(tmp_path / "case_b.yaml"),
+    )
     actual, expected = float64_tensors(folder, "B")
     assert_tensors_close(actual, expected, lambda name: FLOAT64_ATOL)
 
@@ -108,8 +124,12 @@ def timm_hub_folder(tmp_path: Path) -> Path:
     folder.mkdir()
     shutil.copy(FIXTURES / "case_D_timm.safetensors", folder / "model.safetensors")
     overrides = dict(load_case("D")["constructor"]["overrides"])
-    config = {"architecture": "swinv2_tiny_window8_256", "num_classes": overrides.pop("num_classes"),
-              "model_args": overrides, "pretrained_cfg": {"crop_pct": 0.9, "interpolation": "bicubic"}}
+    config = {
+        "architecture": "swinv2_tiny_window8_256",
+        "num_classes": overrides.pop("num_classes"),
+        "model_args": overrides,
+        "pretrained_cfg": {"crop_pct": 0.9, "interpolation": "bicubic"},
+    }
     (folder / "config.json").write_text(json.dumps(config))
     return folder
 
@@ -123,7 +143,12 @@ def test_timm_checkpoint_converts_to_the_reference(
     if layout == "hub_folder":
         arguments = ["--checkpoint", str(timm_hub_folder(tmp_path))]
     else:
-        arguments = ["--checkpoint", str(FIXTURES / f"case_D_timm.{layout}"), "--config", str(FIXTURES / "case_A_config.json")]
+        arguments = [
+            "--checkpoint",
+            str(FIXTURES / f"case_D_timm.{layout}"),
+            "--config",
+            str(FIXTURES / "case_A_config.json"),
+        ]
     folder = convert(tmp_path, "--source", "timm", *arguments)
     monkeypatch.setattr(modeling, "LOGIT_SCALE_MAX", TIMM_LOGIT_SCALE_MAX)
     model = AutoModelForImageClassification.from_pretrained(folder).double().eval()
@@ -145,16 +170,52 @@ def test_timm_folder_preprocessing_is_kept(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------------------------------------------------
 
 TRANSFORMERS_CONFIGS = {
-    "classifier": (Swinv2ForImageClassification, dict(image_size=64, embed_dim=16, depths=[2, 2, 2, 1],
-                                                      num_heads=[2, 2, 4, 8], window_size=4, num_labels=7)),
-    "pretrained_windows": (Swinv2ForImageClassification, dict(image_size=64, embed_dim=12, depths=[1, 2, 1],
-                                                              num_heads=[1, 2, 4], window_size=8,
-                                                              pretrained_window_sizes=[4, 4, 2], num_labels=3)),
-    "simmim": (Swinv2ForMaskedImageModeling, dict(image_size=64, embed_dim=8, depths=[2, 2, 2, 1],
-                                                  num_heads=[1, 2, 2, 4], window_size=4, encoder_stride=32)),
-    "bare": (Swinv2Model, dict(image_size=(64, 64), patch_size=2, embed_dim=8, depths=[2, 2], num_heads=[2, 4],
-                               window_size=4)),
-}  # fmt: skip
+    "classifier": (
+        Swinv2ForImageClassification,
+        {
+            "image_size": 64,
+            "embed_dim": 16,
+            "depths": [2, 2, 2, 1],
+            "num_heads": [2, 2, 4, 8],
+            "window_size": 4,
+            "num_labels": 7,
+        },
+    ),
+    "pretrained_windows": (
+        Swinv2ForImageClassification,
+        {
+            "image_size": 64,
+            "embed_dim": 12,
+            "depths": [1, 2, 1],
+            "num_heads": [1, 2, 4],
+            "window_size": 8,
+            "pretrained_window_sizes": [4, 4, 2],
+            "num_labels": 3,
+        },
+    ),
+    "simmim": (
+        Swinv2ForMaskedImageModeling,
+        {
+            "image_size": 64,
+            "embed_dim": 8,
+            "depths": [2, 2, 2, 1],
+            "num_heads": [1, 2, 2, 4],
+            "window_size": 4,
+            "encoder_stride": 32,
+        },
+    ),
+    "bare": (
+        Swinv2Model,
+        {
+            "image_size": (64, 64),
+            "patch_size": 2,
+            "embed_dim": 8,
+            "depths": [2, 2],
+            "num_heads": [2, 4],
+            "window_size": 4,
+        },
+    ),
+}
 
 
 def transformers_folder(tmp_path: Path, name: str) -> tuple[Path, torch.nn.Module]:
@@ -170,12 +231,16 @@ def test_transformers_folder_converts_and_matches(tmp_path: Path, name: str) -> 
     """Random transformers' Swinv2 folders convert; the converted folder matches transformers' model in float64."""
     source, theirs = transformers_folder(tmp_path, name)
     folder = convert(tmp_path, "--source", "transformers", "--checkpoint", str(source))
-    auto_class = {Swinv2ForImageClassification: AutoModelForImageClassification,
-                  Swinv2ForMaskedImageModeling: AutoModelForMaskedImageModeling, Swinv2Model: AutoModel}[type(theirs)]
+    auto_class = {
+        Swinv2ForImageClassification: AutoModelForImageClassification,
+        Swinv2ForMaskedImageModeling: AutoModelForMaskedImageModeling,
+        Swinv2Model: AutoModel,
+    }[type(theirs)]
     ours = auto_class.from_pretrained(folder).double().eval()
     pixels = torch.randn(2, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(hub_folder.main_output(ours, pixels), hub_folder.main_output(theirs.double(), pixels),
-                               rtol=0, atol=FLOAT64_ATOL)
+    torch.testing.assert_close(
+        hub_folder.main_output(ours, pixels), hub_folder.main_output(theirs.double(), pixels), rtol=0, atol=FLOAT64_ATOL
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -234,15 +299,32 @@ def test_every_release_name_gives_the_original_constructor_arguments() -> None:
         if file.startswith("simmim"):
             continue
         name = file.removesuffix(".yaml")
-        expected = SwinV2Config(**{
-            "image_size": values["build_model_kwargs"]["img_size"], **{
-                key: values["build_model_kwargs"][source] for key, source in (
-                    ("embed_dim", "embed_dim"), ("depths", "depths"), ("num_heads", "num_heads"),
-                    ("window_size", "window_size"), ("pretrained_window_sizes", "pretrained_window_sizes"),
-                    ("drop_path_rate", "drop_path_rate"))}})  # fmt: skip
+        expected = SwinV2Config(
+            **{
+                "image_size": values["build_model_kwargs"]["img_size"],
+                **{
+                    key: values["build_model_kwargs"][source]
+                    for key, source in (
+                        ("embed_dim", "embed_dim"),
+                        ("depths", "depths"),
+                        ("num_heads", "num_heads"),
+                        ("window_size", "window_size"),
+                        ("pretrained_window_sizes", "pretrained_window_sizes"),
+                        ("drop_path_rate", "drop_path_rate"),
+                    )
+                },
+            }
+        )
         config = SwinV2Config.from_preset(name)
-        for field in ("image_size", "embed_dim", "depths", "num_heads", "window_size", "pretrained_window_sizes",
-                      "drop_path_rate"):
+        for field in (
+            "image_size",
+            "embed_dim",
+            "depths",
+            "num_heads",
+            "window_size",
+            "pretrained_window_sizes",
+            "drop_path_rate",
+        ):
             assert getattr(config, field) == getattr(expected, field), (name, field)
         assert config.num_labels == (21841 if name.endswith("_22k") else 1000), name
         assert name in RELEASES
@@ -251,8 +333,19 @@ def test_every_release_name_gives_the_original_constructor_arguments() -> None:
 
 
 def test_unknown_model_name_lists_the_known_ones(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
-    code = main(["convert", "--source", "original", "--checkpoint", str(FIXTURES / "case_A_ms.pth"),
-                 "--model-name", "swinv2_mega_window7_224", "--output-dir", str(tmp_path / "out")])
+    code = main(
+        [
+            "convert",
+            "--source",
+            "original",
+            "--checkpoint",
+            str(FIXTURES / "case_A_ms.pth"),
+            "--model-name",
+            "swinv2_mega_window7_224",
+            "--output-dir",
+            str(tmp_path / "out"),
+        ]
+    )
     error = capsys.readouterr().err
     assert code == BAD_INPUT and "swinv2_mega_window7_224" in error
     assert all(name in error for name in [*VARIANTS, *RELEASES])
@@ -266,10 +359,30 @@ def test_release_conversion_writes_a_complete_card(tmp_path: Path) -> None:
     model = modeling.SwinV2ForImageClassification(SwinV2Config.from_preset(name))
     (tmp_path / "ours").mkdir()
     model.save_pretrained(tmp_path / "ours")
-    assert main(["export", "--model-dir", str(tmp_path / "ours"), "--to", "original",
-                 "--output", str(tmp_path / f"{name}.pth")]) == 0
-    folder = convert(tmp_path, "--source", "original", "--checkpoint", str(tmp_path / f"{name}.pth"),
-                     "--model-name", name, name="release")
+    assert (
+        main(
+            [
+                "export",
+                "--model-dir",
+                str(tmp_path / "ours"),
+                "--to",
+                "original",
+                "--output",
+                str(tmp_path / f"{name}.pth"),
+            ]
+        )
+        == 0
+    )
+    folder = convert(
+        tmp_path,
+        "--source",
+        "original",
+        "--checkpoint",
+        str(tmp_path / f"{name}.pth"),
+        "--model-name",
+        name,
+        name="release",
+    )
     card = (folder / "README.md").read_text()
     metadata = yaml.safe_load(card.split("---")[1])
     assert metadata["license"] == "mit" and metadata["library_name"] == "transformers"
@@ -303,8 +416,17 @@ def test_processor_is_the_original_evaluation_transform(tmp_path: Path) -> None:
 
 
 def test_large_models_are_sharded(tmp_path: Path) -> None:
-    folder = convert(tmp_path, "--source", "original", "--checkpoint", str(FIXTURES / "case_A_ms.pth"),
-                     "--config", str(FIXTURES / "case_A_config.json"), "--max-shard-size", "500KB")
+    folder = convert(
+        tmp_path,
+        "--source",
+        "original",
+        "--checkpoint",
+        str(FIXTURES / "case_A_ms.pth"),
+        "--config",
+        str(FIXTURES / "case_A_config.json"),
+        "--max-shard-size",
+        "500KB",
+    )
     assert (folder / "model.safetensors.index.json").is_file() and not (folder / "model.safetensors").exists()
     actual, expected = float64_tensors(folder, "A")
     assert_tensors_close(actual, expected, lambda name: FLOAT64_ATOL)
@@ -329,8 +451,16 @@ def case_a_arguments(checkpoint: Path) -> list[str]:
 
 def test_yaml_missing_a_key(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"MODEL": {"TYPE": "swinv2", "SWINV2": {"EMBED_DIM": 16}}}))
-    error = fails_cleanly(capsys, tmp_path, "--source", "original", "--checkpoint", str(FIXTURES / "case_A_ms.pth"),
-                          "--config", str(tmp_path / "bad.yaml"))
+    error = fails_cleanly(
+        capsys,
+        tmp_path,
+        "--source",
+        "original",
+        "--checkpoint",
+        str(FIXTURES / "case_A_ms.pth"),
+        "--config",
+        str(tmp_path / "bad.yaml"),
+    )
     assert "MODEL.SWINV2.DEPTHS" in error and "MODEL.SWINV2.WINDOW_SIZE" in error
 
 
@@ -359,14 +489,22 @@ def test_keys_that_do_not_fit_the_config(capsys: pytest.CaptureFixture, tmp_path
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("truncated", "is not a readable checkpoint"), ("text", "is not a readable checkpoint"),
-     ("empty", "is empty (0 bytes)"), ("pickle_cut_short", "is not a readable checkpoint (EOFError)")],
-)  # fmt: skip
+    [
+        ("truncated", "is not a readable checkpoint"),
+        ("text", "is not a readable checkpoint"),
+        ("empty", "is empty (0 bytes)"),
+        ("pickle_cut_short", "is not a readable checkpoint (EOFError)"),
+    ],
+)
 def test_unreadable_checkpoint(capsys: pytest.CaptureFixture, tmp_path: Path, content: str, message: str) -> None:
     """An empty file and a pickle cut after its protocol header raise errors without a message; each still gets one."""
     data = (FIXTURES / "case_A_ms.pth").read_bytes()
-    contents = {"truncated": data[: len(data) // 2], "text": b"not a checkpoint\n", "empty": b"",
-                "pickle_cut_short": b"\x80\x02"}  # fmt: skip
+    contents = {
+        "truncated": data[: len(data) // 2],
+        "text": b"not a checkpoint\n",
+        "empty": b"",
+        "pickle_cut_short": b"\x80\x02",
+    }
     (tmp_path / "bad.pth").write_bytes(contents[content])
     error = fails_cleanly(capsys, tmp_path, *case_a_arguments(tmp_path / "bad.pth"))
     assert message in error and len(error.strip().splitlines()) == 1, error
@@ -374,11 +512,13 @@ def test_unreadable_checkpoint(capsys: pytest.CaptureFixture, tmp_path: Path, co
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("a\nb\nc\n", "labels.txt names 3 classes, but the model has 10"),
-     ('["a", "b"]', "labels.json is not a JSON mapping of class indices to names"),
-     ('{"1": "a", "2": "b"}', "labels.json names no class 0")],
+    [
+        ("a\nb\nc\n", "labels.txt names 3 classes, but the model has 10"),
+        ('["a", "b"]', "labels.json is not a JSON mapping of class indices to names"),
+        ('{"1": "a", "2": "b"}', "labels.json names no class 0"),
+    ],
     ids=["wrong-count", "json-list", "json-indices-from-1"],
-)  # fmt: skip
+)
 def test_id2label_file_that_does_not_fit(
     capsys: pytest.CaptureFixture, tmp_path: Path, content: str, message: str
 ) -> None:
@@ -392,8 +532,11 @@ def test_id2label_file_that_does_not_fit(
 def test_id2label_file_names_the_classes(tmp_path: Path) -> None:
     labels = tmp_path / "labels.txt"
     labels.write_text("".join(f"digit {index}\n" for index in range(10)))
-    config = json.loads((convert(tmp_path, *case_a_arguments(FIXTURES / "case_A_ms.pth"), "--id2label", str(labels))
-                         / "config.json").read_text())
+    config = json.loads(
+        (
+            convert(tmp_path, *case_a_arguments(FIXTURES / "case_A_ms.pth"), "--id2label", str(labels)) / "config.json"
+        ).read_text()
+    )
     assert config["id2label"]["3"] == "digit 3" and config["label2id"]["digit 3"] == 3
 
 
@@ -401,8 +544,16 @@ def test_wrong_pretrained_window_names_the_implied_one(capsys: pytest.CaptureFix
     """Case B was made with pretrained windows [4, 4, 4, 2]; a config without them is refused with the value."""
     arguments = dict(constructor_kwargs("B"), pretrained_window_sizes=[0, 0, 0, 0])
     (tmp_path / "wrong.json").write_text(json.dumps(arguments))
-    error = fails_cleanly(capsys, tmp_path, "--source", "original", "--checkpoint", str(FIXTURES / "case_B_ms.pth"),
-                          "--config", str(tmp_path / "wrong.json"))
+    error = fails_cleanly(
+        capsys,
+        tmp_path,
+        "--source",
+        "original",
+        "--checkpoint",
+        str(FIXTURES / "case_B_ms.pth"),
+        "--config",
+        str(tmp_path / "wrong.json"),
+    )
     assert "implies window 8 with pretrained window 4" in error and "pretrained window 0" in error
 
 
@@ -455,22 +606,38 @@ def test_failed_verification_writes_nothing(
 def test_command_line_scripts(tmp_path: Path) -> None:
     """`conversion/convert.py` and the `swinv2-hf` console script are thin doors to the same command."""
     script = subprocess.run(
-        [sys.executable, str(REPOSITORY / "conversion" / "convert.py"), *case_a_arguments(FIXTURES / "case_A_ms.pth"),
-         "--model-name", "swinv2_tiny_patch4_window99_256", "--output-dir", str(tmp_path / "out")],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            str(REPOSITORY / "conversion" / "convert.py"),
+            *case_a_arguments(FIXTURES / "case_A_ms.pth"),
+            "--model-name",
+            "swinv2_tiny_patch4_window99_256",
+            "--output-dir",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
     )  # --config wins over --model-name, so this converts
     assert script.returncode == 0, script.stderr
     assert "buffers checked:  16" in script.stdout and "max |difference|" in script.stdout
     console = subprocess.run(
-        [shutil.which("swinv2-hf") or "swinv2-hf", "convert", *case_a_arguments(FIXTURES / "case_A_ms.pth"),
-         "--output-dir", str(tmp_path / "out")], capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            shutil.which("swinv2-hf") or "swinv2-hf",
+            "convert",
+            *case_a_arguments(FIXTURES / "case_A_ms.pth"),
+            "--output-dir",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert console.returncode == BAD_INPUT and "exists; pass --overwrite" in console.stderr
 
 
 def test_committed_model_cards_are_current() -> None:
     """model_cards/ holds exactly what the generator writes for the 12 releases."""
-    result = subprocess.run([sys.executable, str(REPOSITORY / "model_cards" / "generate.py"), "--check"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(REPOSITORY / "model_cards" / "generate.py"), "--check"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     assert len(list((REPOSITORY / "model_cards").glob("swinv2_*.md"))) == len(RELEASES)

@@ -31,8 +31,16 @@ from swinv2_hf.deployment import (
 )
 
 # Three stages with 4x4 windows and 4 px patches: at 72x88 px the maps are 18x22, 9x11 and 5x6, so every stage pads.
-EXPORT_CONFIG = dict(image_size=64, patch_size=4, embed_dim=16, depths=(2, 2, 2), num_heads=(1, 2, 4), window_size=4,
-                     num_labels=5, drop_path_rate=0.1)  # fmt: skip
+EXPORT_CONFIG = {
+    "image_size": 64,
+    "patch_size": 4,
+    "embed_dim": 16,
+    "depths": (2, 2, 2),
+    "num_heads": (1, 2, 4),
+    "window_size": 4,
+    "num_labels": 5,
+    "drop_path_rate": 0.1,
+}
 EXAMPLE = (72, 88)
 # Sizes the checks in `export` do not use: non-square, padded at every stage, batch 3.
 FRESH_SHAPES = [(3, 100, 76), (1, 65, 130)]
@@ -59,11 +67,21 @@ def expected_outputs(model: nn.Module, pixel_values: torch.Tensor) -> list[np.nd
 
 def export_as(kind: str, model: nn.Module, path: Path, **options):
     exporter = "torchscript" if kind == "onnx-torchscript" else "dynamo"
-    return export(model, path, to=kind.removesuffix("-torchscript"), height=EXAMPLE[0], width=EXAMPLE[1],
-                  dynamic=True, exporter=exporter, **options)  # fmt: skip
+    return export(
+        model,
+        path,
+        to=kind.removesuffix("-torchscript"),
+        height=EXAMPLE[0],
+        width=EXAMPLE[1],
+        dynamic=True,
+        exporter=exporter,
+        **options,
+    )
 
 
-RUN_WITHOUT_SWINV2 = BLOCK_SWINV2 + '''
+RUN_WITHOUT_SWINV2 = (
+    BLOCK_SWINV2
+    + """
 import json
 import numpy as np
 import torch
@@ -81,19 +99,26 @@ else:
     run = lambda array: [tensor.detach().numpy() for tensor in module(torch.from_numpy(array))]
 results = {name: run(inputs[name]) for name in inputs.files}
 np.savez(output, **{f"{name}/{index}": array for name, arrays in results.items() for index, array in enumerate(arrays)})
-'''
+"""
+)
 
 
 def run_without_swinv2_hf(graph: Path, inputs: dict[str, torch.Tensor], tmp_path: Path) -> dict[str, list[np.ndarray]]:
     """Run a graph file in a fresh interpreter where `import swinv2_hf` fails."""
     np.savez(tmp_path / "inputs.npz", **{name: tensor.numpy() for name, tensor in inputs.items()})
     output = tmp_path / "outputs.npz"
-    done = subprocess.run([sys.executable, "-c", RUN_WITHOUT_SWINV2, str(graph), str(tmp_path / "inputs.npz"), str(output)],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_WITHOUT_SWINV2, str(graph), str(tmp_path / "inputs.npz"), str(output)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     arrays = np.load(output)
-    return {name: [arrays[f"{name}/{index}"] for index in range(sum(key.startswith(f"{name}/") for key in arrays.files))]
-            for name in inputs}  # fmt: skip
+    return {
+        name: [arrays[f"{name}/{index}"] for index in range(sum(key.startswith(f"{name}/") for key in arrays.files))]
+        for name in inputs
+    }
 
 
 def assert_matches(actual: list[np.ndarray], expected: list[np.ndarray], bound: float = TOLERANCE) -> None:
@@ -108,7 +133,9 @@ def assert_matches(actual: list[np.ndarray], expected: list[np.ndarray], bound: 
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("preset", "height", "width"), [("tiny", 72, 88), ("tiny", 64, 64), ("swinv2_tiny_window8_256", 256, 256)])
+@pytest.mark.parametrize(
+    ("preset", "height", "width"), [("tiny", 72, 88), ("tiny", 64, 64), ("swinv2_tiny_window8_256", 256, 256)]
+)
 def test_size_range_keeps_every_stage_geometry(preset: str, height: int, width: int) -> None:
     """Every size in the range has the example's windows and shifts, and the range is not empty around it."""
     config = SwinV2Config(**EXPORT_CONFIG) if preset == "tiny" else SwinV2Config.from_preset(preset)
@@ -183,7 +210,9 @@ def test_backbone_and_bare_model_export(model_class: type, kind: str, tmp_path: 
     model = build(model_class, **overrides)
     path = tmp_path / f"model{SUFFIX[kind]}"
     report = export_as(kind, model, path)
-    expected_names = ("stage1", "stage2", "stage3") if model_class is SwinV2Backbone else ("last_hidden_state", "pooler_output")
+    expected_names = (
+        ("stage1", "stage2", "stage3") if model_class is SwinV2Backbone else ("last_hidden_state", "pooler_output")
+    )
     assert report.outputs == expected_names
     inputs = {"fresh": pixels(*FRESH_SHAPES[0])}
     assert_matches(run_without_swinv2_hf(path, inputs, tmp_path)["fresh"], expected_outputs(model, inputs["fresh"]))
@@ -237,10 +266,15 @@ def test_a_graph_over_its_bound_is_refused_and_not_written(tmp_path: Path) -> No
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"to": "torch-export", "quantize": "int8"}, "available for onnx"), ({"to": "tflite"}, "Unknown format"),
-     ({"exporter": "tracer"}, "Unknown ONNX exporter")],
+    [
+        ({"to": "torch-export", "quantize": "int8"}, "available for onnx"),
+        ({"to": "tflite"}, "Unknown format"),
+        ({"exporter": "tracer"}, "Unknown ONNX exporter"),
+    ],
 )
-def test_an_unsupported_combination_is_named_before_anything_is_written(options: dict, message: str, tmp_path: Path) -> None:
+def test_an_unsupported_combination_is_named_before_anything_is_written(
+    options: dict, message: str, tmp_path: Path
+) -> None:
     with pytest.raises(ExportError, match=message):
         export(build(), tmp_path / "model.out", **options)
     assert list(tmp_path.iterdir()) == []
@@ -254,13 +288,32 @@ def test_an_unsupported_combination_is_named_before_anything_is_written(options:
 @pytest.mark.slow
 def test_command_writes_a_checked_onnx_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     build().save_pretrained(tmp_path / "model")
-    code = cli(["export", "--to", "onnx", "--model-dir", str(tmp_path / "model"), "--output", str(tmp_path / "m.onnx"),
-                "--exporter", "torchscript", "--dynamic-axes", "--height", "72", "--width", "88"])  # fmt: skip
+    code = cli(
+        [
+            "export",
+            "--to",
+            "onnx",
+            "--model-dir",
+            str(tmp_path / "model"),
+            "--output",
+            str(tmp_path / "m.onnx"),
+            "--exporter",
+            "torchscript",
+            "--dynamic-axes",
+            "--height",
+            "72",
+            "--width",
+            "88",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "height" in printed and "largest difference" in printed
     assert read_size_range(tmp_path / "m.onnx") == size_range(SwinV2Config(**EXPORT_CONFIG), 72, 88)
-    assert cli(["export", "--to", "onnx", "--model-dir", str(tmp_path / "model"), "--output", str(tmp_path / "m.onnx")]) == 2
+    assert (
+        cli(["export", "--to", "onnx", "--model-dir", str(tmp_path / "model"), "--output", str(tmp_path / "m.onnx")])
+        == 2
+    )
     assert "exists" in capsys.readouterr().err
 
 

@@ -42,7 +42,9 @@ OUTPUTS = ["logits", "pred_boxes"]
 # swinv2_hf before anything else, pushes each folder to the Hub of HF_ENDPOINT, then loads it by path and by repo id
 # with AutoModelForObjectDetection (outputs on pixels.pt to remote_outputs.pt, then saved again under resaved/) and
 # with the object-detection pipeline (detections on image.png), and prints what it saw as JSON.
-REMOTE_SCRIPT = BLOCK_SWINV2 + r"""
+REMOTE_SCRIPT = (
+    BLOCK_SWINV2
+    + r"""
 import json
 from pathlib import Path
 
@@ -84,6 +86,7 @@ torch.save(outputs, work / "remote_outputs.pt")
 report["swinv2_hf_modules"] = sorted(name for name in sys.modules if name.split(".")[0] == "swinv2_hf")
 print(json.dumps(report))
 """
+)
 
 
 def build_detector(name: str) -> torch.nn.Module:
@@ -163,10 +166,13 @@ def load(request: pytest.FixtureRequest, remote_run: tuple[dict, dict, dict, Pat
     report, remote, expected, work = remote_run
     key = f"{name}/{source}"
     return SimpleNamespace(
-        classes=report["classes"][key], outputs=remote[key], detections=report["detections"][key],
-        resaved=report["resaved"][key], expected=expected[name],
+        classes=report["classes"][key],
+        outputs=remote[key],
+        detections=report["detections"][key],
+        resaved=report["resaved"][key],
+        expected=expected[name],
         auto_map=json.loads((work / name / "config.json").read_text())["auto_map"],
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.slow
@@ -183,8 +189,9 @@ def test_detector_and_backbone_are_the_shipped_classes(load: SimpleNamespace) ->
 def test_remote_outputs_equal_the_saving_process(load: SimpleNamespace) -> None:
     """Within the float32 bound: the other process may compute in another order (its own threads)."""
     for output in OUTPUTS:
-        assert_within_bound(load.outputs[output], load.expected["float32"][output], load.expected["float64"][output],
-                            name=output)  # fmt: skip
+        assert_within_bound(
+            load.outputs[output], load.expected["float32"][output], load.expected["float64"][output], name=output
+        )
 
 
 @pytest.mark.slow
@@ -192,8 +199,9 @@ def test_remote_pipeline_detects_as_the_saving_process(load: SimpleNamespace) ->
     """The same classes and scores; compared sorted, since scores equal within rounding may come in either order."""
     actual, saved = load.detections, load.expected["detections"]
     assert Counter(d["label"] for d in actual) == Counter(d["label"] for d in saved)
-    np.testing.assert_allclose(sorted(d["score"] for d in actual), sorted(d["score"] for d in saved),
-                               rtol=0, atol=FLOAT32_ERROR_FLOOR)  # fmt: skip
+    np.testing.assert_allclose(
+        sorted(d["score"] for d in actual), sorted(d["score"] for d in saved), rtol=0, atol=FLOAT32_ERROR_FLOOR
+    )
 
 
 @pytest.mark.slow

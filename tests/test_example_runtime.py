@@ -88,8 +88,12 @@ def test_checkpoints_are_renamed_into_place_whole_and_pruned(accelerator: Accele
     assert [path.name for path in complete_checkpoints(directory)] == ["step_10", "step_11"]  # by number, not name
     run_state = json.loads((directory / "step_11" / RUN_STATE).read_text())
     assert run_state["settings"] == {"seed": 0, "path": str(tmp_path)} and run_state["processes"] == 1
-    assert sorted(run_state["files"]) == ["model.safetensors", "optimizer.safetensors", "random_states_0.json",
-                                          "training_state.json"]  # fmt: skip
+    assert sorted(run_state["files"]) == [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "random_states_0.json",
+        "training_state.json",
+    ]
     assert sorted(path.name for path in directory.iterdir()) == ["step_10", "step_11"]  # nothing partial is left
     with torch.no_grad():
         training.model.classifier.weight.fill_(-1)
@@ -107,8 +111,12 @@ def test_a_checkpoint_restores_model_optimiser_schedule_progress_and_random_stat
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
     checkpoint = save(accelerator, tmp_path, 2, original)
     expected_draws = (random.random(), np.random.rand(), torch.rand(3))
-    expected = (original.model.state_dict(), original.optimizer.state_dict(), original.lr_scheduler.state_dict(),
-                original.progress.state_dict())  # fmt: skip
+    expected = (
+        original.model.state_dict(),
+        original.optimizer.state_dict(),
+        original.lr_scheduler.state_dict(),
+        original.progress.state_dict(),
+    )
     reset_accelerate()
     other_accelerator = Accelerator(cpu=True)
     other = make_training(other_accelerator, seed=1)
@@ -197,8 +205,11 @@ def test_latest_falls_back_to_the_newest_intact_checkpoint(
         caplog.clear()
         with caplog.at_level(logging.WARNING):
             assert checkpoint_to_resume("latest", directory, overwrite=False) == directory / "step_10"
-        why = {"truncated": "has \\d+ bytes where \\d+ were saved", "deleted": "is missing",
-               "altered": "differs from its SHA-256 recorded at saving"}[damage]  # fmt: skip
+        why = {
+            "truncated": "has \\d+ bytes where \\d+ were saved",
+            "deleted": "is missing",
+            "altered": "differs from its SHA-256 recorded at saving",
+        }[damage]
         (warning,) = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
         newer = rf"not from the newer step_20 \({re.escape(name)} {why}\)"
         assert re.fullmatch(rf"Resuming from step_10, {newer}\.", warning)
@@ -265,16 +276,20 @@ def test_engines_that_pickle_their_optimiser_state_are_refused() -> None:
 def test_a_new_run_does_not_bury_an_earlier_runs_checkpoints(tmp_path: Path) -> None:
     (tmp_path / "step_3").mkdir()
     (tmp_path / "step_3" / RUN_STATE).write_text("{}")
-    with pytest.raises(InputError, match="holds checkpoints of an earlier run.*--resume_from_checkpoint latest"):
+    with pytest.raises(InputError, match=r"holds checkpoints of an earlier run.*--resume_from_checkpoint latest"):
         checkpoint_to_resume(None, tmp_path, overwrite=False)
     assert checkpoint_to_resume(None, tmp_path, overwrite=True) is None
     assert checkpoint_to_resume(None, tmp_path / "empty", overwrite=False) is None
 
 
 def test_a_checkpoint_of_another_run_is_refused_naming_what_differs(accelerator: Accelerator, tmp_path: Path) -> None:
-    checkpoint = save_checkpoint(accelerator, tmp_path, 1, {"depths": [1, 2, 1], "seed": 0, "data": "/a"},
-                                 make_training(accelerator))  # fmt: skip
+    checkpoint = save_checkpoint(
+        accelerator, tmp_path, 1, {"depths": [1, 2, 1], "seed": 0, "data": "/a"}, make_training(accelerator)
+    )
     check_run_state(checkpoint, {"depths": (1, 2, 1), "seed": 0, "data": Path("/a")})  # as JSON stores them
-    with pytest.raises(InputError, match=r"depths: checkpoint \[1, 2, 1\], this run \[2, 2, 2\]; seed: checkpoint 0, "
-                                         r"this run 1\)\. Resume with the arguments of that run"):
+    with pytest.raises(
+        InputError,
+        match=r"depths: checkpoint \[1, 2, 1\], this run \[2, 2, 2\]; seed: checkpoint 0, "
+        r"this run 1\)\. Resume with the arguments of that run",
+    ):
         check_run_state(checkpoint, {"depths": (2, 2, 2), "seed": 1, "data": Path("/a")})

@@ -80,7 +80,9 @@ def fingerprint(model):
     return {name: hashlib.sha256(tensor.numpy().tobytes()).hexdigest() for name, tensor in tensors}
 """
 # Also prints the library the Hub reads from the model card that push_to_hub writes.
-PUSH_SCRIPT = FINGERPRINT + r"""
+PUSH_SCRIPT = (
+    FINGERPRINT
+    + r"""
 from huggingface_hub import model_info
 
 torch.manual_seed(0)
@@ -88,9 +90,13 @@ model = BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_
 model.push_to_hub("user/bert")
 print(json.dumps({"library": model_info("user/bert").library_name, "fingerprint": fingerprint(model)}))
 """
-LOAD_SCRIPT = FINGERPRINT + r"""
+)
+LOAD_SCRIPT = (
+    FINGERPRINT
+    + r"""
 print(json.dumps(fingerprint(AutoModel.from_pretrained("user/bert"))))
 """
+)
 
 
 def write_folder(folder: Path) -> dict[str, bytes]:

@@ -90,8 +90,19 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def convert_arguments(source: Path, output: Path, *extra: str) -> list[str]:
-    return ["convert", "--source", "original", "--checkpoint", str(source), "--model-name", MODEL_NAME,
-            "--output-dir", str(output), "--no-verify", *extra]  # fmt: skip
+    return [
+        "convert",
+        "--source",
+        "original",
+        "--checkpoint",
+        str(source),
+        "--model-name",
+        MODEL_NAME,
+        "--output-dir",
+        str(output),
+        "--no-verify",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -182,12 +193,21 @@ KILLS = [
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("kill", "existing", "expected"), KILLS,
-                         ids=[f"{kill}-{'over-previous' if existing else 'new'}" for kill, existing, _ in KILLS])
+@pytest.mark.parametrize(
+    ("kill", "existing", "expected"),
+    KILLS,
+    ids=[f"{kill}-{'over-previous' if existing else 'new'}" for kill, existing, _ in KILLS],
+)
 def test_a_killed_conversion_leaves_the_previous_or_the_new_folder(
-    source: Path, previous: Path, weights: dict[str, torch.Tensor], tmp_path: Path, caplog: pytest.LogCaptureFixture,
-    kill: str, existing: bool, expected: str | None,
-) -> None:  # fmt: skip
+    source: Path,
+    previous: Path,
+    weights: dict[str, torch.Tensor],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    kill: str,
+    existing: bool,
+    expected: str | None,
+) -> None:
     if kill == "renameat2" and not exchange_works(tmp_path):
         pytest.skip("renameat2(RENAME_EXCHANGE) is unavailable on this system or file system")
     output = tmp_path / "converted"
@@ -224,8 +244,18 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 def case_a_arguments(checkpoint: Path, output: Path) -> list[str]:
     """A small conversion (the reference case A) refused before it reads its checkpoint."""
-    return ["convert", "--source", "original", "--checkpoint", str(checkpoint), "--config",
-            str(FIXTURES / "case_A_config.json"), "--output-dir", str(output), "--overwrite"]  # fmt: skip
+    return [
+        "convert",
+        "--source",
+        "original",
+        "--checkpoint",
+        str(checkpoint),
+        "--config",
+        str(FIXTURES / "case_A_config.json"),
+        "--output-dir",
+        str(output),
+        "--overwrite",
+    ]
 
 
 def test_overwrite_never_replaces_a_folder_holding_the_checkpoint(
@@ -277,9 +307,26 @@ def test_only_our_leftovers_are_cleared(tmp_path: Path) -> None:
 CLASSIFICATION = Path(__file__).resolve().parents[1] / "examples" / "image_classification" / "run_classification.py"
 # 192 digits in batches of 16, 2 per optimiser step: 6 steps an epoch, 12 in all; checkpoints after steps 2, 4, 6
 # (epoch end), 8, 10, 12. Dropout, mixup and cutmix make every step depend on the restored random states.
-TRAINING = ["--max_train_samples", "192", "--max_eval_samples", "40", "--num_train_epochs", "2",
-            "--per_device_train_batch_size", "16", "--gradient_accumulation_steps", "2", "--checkpointing_steps", "2",
-            "--mixup_alpha", "0.2", "--cutmix_alpha", "1.0", "--seed", "3"]  # fmt: skip
+TRAINING = [
+    "--max_train_samples",
+    "192",
+    "--max_eval_samples",
+    "40",
+    "--num_train_epochs",
+    "2",
+    "--per_device_train_batch_size",
+    "16",
+    "--gradient_accumulation_steps",
+    "2",
+    "--checkpointing_steps",
+    "2",
+    "--mixup_alpha",
+    "0.2",
+    "--cutmix_alpha",
+    "1.0",
+    "--seed",
+    "3",
+]
 # argv: where to die ("mid-write": the third checkpoint has its weights but not its optimiser state; "swapped": the
 # third checkpoint was just moved into place, before the older ones are pruned; "early": at once), then the script's.
 KILLABLE_TRAINING = """
@@ -341,8 +388,9 @@ def training_results(output: Path) -> tuple[dict, dict[str, torch.Tensor]]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kill", ["mid-write", "swapped"])
-def test_a_killed_training_run_resumes_to_the_uninterrupted_result(uninterrupted: Path, tmp_path: Path,
-                                                                   kill: str) -> None:  # fmt: skip
+def test_a_killed_training_run_resumes_to_the_uninterrupted_result(
+    uninterrupted: Path, tmp_path: Path, kill: str
+) -> None:
     """Killed while writing its third checkpoint, or right after swapping it in: the checkpoints on disk are whole,
     no model folder exists, and `latest` continues to the very losses and weights of the uninterrupted run. After
     the mid-write kill the newest whole checkpoint is also damaged (a truncated optimiser state), so the resume

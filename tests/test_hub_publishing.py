@@ -21,13 +21,22 @@ from transformers import AutoModelForImageClassification, pipeline
 from swinv2_hf.model_card import SAMPLE_IMAGE_URL
 
 REPO_ID = "user/swinv2-case-c"
-EXPECTED_FILES = ["README.md", "config.json", "configuration_swinv2_hf.py", "kernels.py", "model.safetensors",
-                  "modeling_swinv2_hf.py", "preprocessor_config.json"]  # fmt: skip
+EXPECTED_FILES = [
+    "README.md",
+    "config.json",
+    "configuration_swinv2_hf.py",
+    "kernels.py",
+    "model.safetensors",
+    "modeling_swinv2_hf.py",
+    "preprocessor_config.json",
+]
 
 # argv: the work folder, "online" or "offline". Blocks swinv2_hf, then loads the pushed repository by id and reports
 # the files, the logits on input.pt, a pipeline's predictions on image.png and (online) what the card's snippet
 # printed.
-CLIENT_SCRIPT = BLOCK_SWINV2 + r"""
+CLIENT_SCRIPT = (
+    BLOCK_SWINV2
+    + r"""
 import contextlib
 import io
 import json
@@ -60,6 +69,7 @@ if mode == "online":
     result["snippet_output"] = printed.getvalue()
 print(json.dumps(result))
 """.replace("REPO_ID", REPO_ID)
+)
 
 
 def card_snippet(readme: str, image: Path) -> str:
@@ -76,11 +86,27 @@ def test_push_then_load_by_repo_id_online_and_offline(hub: FakeHub, tmp_path: Pa
     classes.write_text("".join(f"class_{i}\n" for i in range(10)))
     output = tmp_path / "converted"
     pushed = subprocess.run(
-        [shutil.which("swinv2-hf") or "swinv2-hf", "convert", "--source", "original",
-         "--checkpoint", str(FIXTURES / "case_C_ms.pth"), "--config", str(FIXTURES / "case_C_config.json"),
-         "--id2label", str(classes), "--output-dir", str(output), "--push-to-hub", REPO_ID],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            shutil.which("swinv2-hf") or "swinv2-hf",
+            "convert",
+            "--source",
+            "original",
+            "--checkpoint",
+            str(FIXTURES / "case_C_ms.pth"),
+            "--config",
+            str(FIXTURES / "case_C_config.json"),
+            "--id2label",
+            str(classes),
+            "--output-dir",
+            str(output),
+            "--push-to-hub",
+            REPO_ID,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert pushed.returncode == 0, pushed.stderr[-3000:]
     assert f"pushed:           {hub.url}/{REPO_ID}" in pushed.stdout
 

@@ -47,14 +47,22 @@ QUICK = ["--max_train_samples", "640", "--max_eval_samples", "100", "--num_train
 # Trainer; chance is 0.1. The bounds leave room for other machines' kernels (bf16 autocast where it is native).
 MIN_QUICK_ACCURACY = 0.8
 MAX_SCRIPT_DIFFERENCE = 0.1
-EXPECTED_FILES = ["README.md", "config.json", "configuration_swinv2_hf.py", "kernels.py", "model.safetensors",
-                  "modeling_swinv2_hf.py", "preprocessor_config.json"]  # fmt: skip
+EXPECTED_FILES = [
+    "README.md",
+    "config.json",
+    "configuration_swinv2_hf.py",
+    "kernels.py",
+    "model.safetensors",
+    "modeling_swinv2_hf.py",
+    "preprocessor_config.json",
+]
 WRITTEN_FILES = sorted([*EXPECTED_FILES, MARKER])  # what a run writes; its marker is not pushed
 
 
 def run_script(script: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, str(SCRIPTS / script), *args], capture_output=True, text=True, env=env,
-                          timeout=1800)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / script), *args], capture_output=True, text=True, env=env, timeout=1800
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     return done
 
@@ -63,8 +71,11 @@ def tree(folder: Path) -> dict[str, str]:
     """Every file under `folder` with the hash of its content: what a failed run must leave as it was."""
     if not folder.exists():
         return {}
-    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(folder.rglob("*")) if path.is_file()}  # fmt: skip
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -101,8 +112,11 @@ def accelerate_run(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
 def trainer_run(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """The same run through run_classification_trainer.py."""
     output_dir = tmp_path_factory.mktemp("trainer") / "run"
-    done = run_script("run_classification_trainer.py", [*QUICK, "--output_dir", str(output_dir)],
-                      env={**os.environ, "HF_HOME": str(output_dir.parent / "home")})  # fmt: skip
+    done = run_script(
+        "run_classification_trainer.py",
+        [*QUICK, "--output_dir", str(output_dir)],
+        env={**os.environ, "HF_HOME": str(output_dir.parent / "home")},
+    )
     results = json.loads((output_dir / common.RESULTS_FILE).read_text())
     return SimpleNamespace(output_dir=output_dir, stdout=done.stdout, results=results)
 
@@ -202,10 +216,25 @@ def test_fine_tunes_the_written_folder_at_a_larger_resolution_and_window(
     accelerate_run: SimpleNamespace, tmp_path: Path
 ) -> None:
     model_dir = accelerate_run.output_dir / common.MODEL_FOLDER
-    results = in_process(run_classification.main, [
-        "--model_name_or_path", str(model_dir), "--image_size", "64", "--window_size", "8", "--max_train_steps", "2",
-        "--max_train_samples", "64", "--max_eval_samples", "20", "--output_dir", str(tmp_path / "transfer"),
-    ])  # fmt: skip
+    results = in_process(
+        run_classification.main,
+        [
+            "--model_name_or_path",
+            str(model_dir),
+            "--image_size",
+            "64",
+            "--window_size",
+            "8",
+            "--max_train_steps",
+            "2",
+            "--max_train_samples",
+            "64",
+            "--max_eval_samples",
+            "20",
+            "--output_dir",
+            str(tmp_path / "transfer"),
+        ],
+    )
     assert results["hyperparameters"]["layer decay"] == common.PRETRAINED_LAYER_DECAY
     config = SwinV2Config.from_pretrained(tmp_path / "transfer" / common.MODEL_FOLDER)
     # 32 px, patch 4, window 4: maps of 8, 4 and 2, attended in 4x4, 4x4 and (clipped) 2x2 windows; at 64 px, window 8.
@@ -255,33 +284,52 @@ def test_a_batch_of_zero_is_refused(main, flag: str, tmp_path: Path) -> None:
 def test_corrupt_image_is_named(tmp_path: Path) -> None:
     folder = image_folder(tmp_path / "images", {"cats": 6, "dogs": 6})
     (folder / "dogs" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    fails_cleanly(run_classification.main, ["--train_dir", str(folder), "--dataset_cache_dir", str(tmp_path / "cache")],
-                  tmp_path / "out", "broken.png", "Remove or replace the file")  # fmt: skip
+    fails_cleanly(
+        run_classification.main,
+        ["--train_dir", str(folder), "--dataset_cache_dir", str(tmp_path / "cache")],
+        tmp_path / "out",
+        "broken.png",
+        "Remove or replace the file",
+    )
 
 
 def test_labels_outside_the_head_are_refused(tmp_path: Path) -> None:
     train = image_folder(tmp_path / "train", {"cats": 4, "dogs": 4})
     test = image_folder(tmp_path / "test", {"cats": 2, "birds": 2})
-    fails_cleanly(run_classification.main, ["--train_dir", str(train), "--test_dir", str(test)], tmp_path / "out",
-                  "['birds']", "the head could not predict them")  # fmt: skip
+    fails_cleanly(
+        run_classification.main,
+        ["--train_dir", str(train), "--test_dir", str(test)],
+        tmp_path / "out",
+        "['birds']",
+        "the head could not predict them",
+    )
     # A dataset whose test split marks examples unlabelled (-1, as many Hub datasets do) or numbers another class.
     datasets = common.datasets
-    splits = datasets.DatasetDict({
-        "train": datasets.Dataset.from_dict({"label": [0, 1]}, features=datasets.Features(
-            {"label": datasets.ClassLabel(names=["a", "b"])})),
-        "test": datasets.Dataset.from_dict({"label": [-1, 1, 5]}),
-    })  # fmt: skip
+    splits = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict(
+                {"label": [0, 1]}, features=datasets.Features({"label": datasets.ClassLabel(names=["a", "b"])})
+            ),
+            "test": datasets.Dataset.from_dict({"label": [-1, 1, 5]}),
+        }
+    )
     with pytest.raises(InputError, match=r"test split has labels \[-1, 5\] outside the head's range \[0, 1\]"):
         common.check_labels(splits, "label", ["a", "b"])
 
 
 def test_resolution_off_the_grid_is_refused(tmp_path: Path) -> None:
-    fails_cleanly(run_classification.main, ["--image_size", "36"], tmp_path / "out",
-                  "image_size 36 does not fit", "not a multiple of patch_size x 2**(stages - 1) = 16",
-                  "--image_size 32 or 64")  # fmt: skip
+    fails_cleanly(
+        run_classification.main,
+        ["--image_size", "36"],
+        tmp_path / "out",
+        "image_size 36 does not fit",
+        "not a multiple of patch_size x 2**(stages - 1) = 16",
+        "--image_size 32 or 64",
+    )
     with pytest.raises(InputError, match="stage 1's 12x12 map is not a whole number of 8-windows"):
-        common.check_resolution(SwinV2Config(image_size=48, patch_size=4, embed_dim=16, depths=(1, 1),
-                                             num_heads=(1, 2), window_size=8))  # fmt: skip
+        common.check_resolution(
+            SwinV2Config(image_size=48, patch_size=4, embed_dim=16, depths=(1, 1), num_heads=(1, 2), window_size=8)
+        )
 
 
 @pytest.mark.slow
@@ -295,12 +343,21 @@ def test_resuming_another_models_checkpoint_is_refused(
     other = tmp_path / "other.json"
     other.write_text(json.dumps({**json.loads(common.DEFAULT_MODEL.read_text()), "embed_dim": 24}))
     args = [*QUICK, "--model_name_or_path", str(other), "--resume_from_checkpoint"]
-    fails_cleanly(run_classification.main, [*args, "latest"], output_dir, "embed_dim: checkpoint 48, this run 24",
-                  "written by another model or run")  # fmt: skip
+    fails_cleanly(
+        run_classification.main,
+        [*args, "latest"],
+        output_dir,
+        "embed_dim: checkpoint 48, this run 24",
+        "written by another model or run",
+    )
     trainer_checkpoint = sorted(trainer_run.output_dir.glob("checkpoint-*"))[-1]
     before = tree(trainer_checkpoint)
-    fails_cleanly(run_classification_trainer.main, [*args, str(trainer_checkpoint)], tmp_path / "trainer",
-                  "embed_dim: checkpoint 48, this run 24")  # fmt: skip
+    fails_cleanly(
+        run_classification_trainer.main,
+        [*args, str(trainer_checkpoint)],
+        tmp_path / "trainer",
+        "embed_dim: checkpoint 48, this run 24",
+    )
     assert tree(trainer_checkpoint) == before
 
 
@@ -350,8 +407,9 @@ def test_model_sources_other_than_swinv2_hf_folders_presets_and_configs_are_refu
 
 def test_trainer_optimises_with_the_parameter_groups(tmp_path: Path) -> None:
     model = SwinV2ForImageClassification(tiny_config())
-    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=0.1, weight_decay=0.05, report_to="none",
-                             use_cpu=True)  # fmt: skip
+    args = TrainingArguments(
+        output_dir=str(tmp_path), learning_rate=0.1, weight_decay=0.05, report_to="none", use_cpu=True
+    )
     mixer = common.BatchMixer(0.0, 0.0, 0.0, 5, 0)
     trainer = run_classification_trainer.SwinV2Trainer(model=model, args=args, layer_decay=0.5, mixer=mixer)
     optimizer = trainer.create_optimizer()
@@ -362,11 +420,14 @@ def test_trainer_optimises_with_the_parameter_groups(tmp_path: Path) -> None:
 
 
 def test_transfer_keeps_the_windows_the_weights_were_trained_with() -> None:
-    three_stages = dict(patch_size=2, embed_dim=16, depths=(1, 1, 1), num_heads=(1, 2, 4), window_size=4)
+    three_stages = {"patch_size": 2, "embed_dim": 16, "depths": (1, 1, 1), "num_heads": (1, 2, 4), "window_size": 4}
     saved = SwinV2Config(image_size=32, **three_stages)
     # Maps 16, 8, 4 at window 4: every stage used 4x4 windows (the last one its whole map).
     assert common.transfer_overrides(saved, common.ModelArguments(image_size=64, window_size=8)) == {
-        "image_size": 64, "window_size": 8, "pretrained_window_sizes": [4, 4, 4]}
+        "image_size": 64,
+        "window_size": 8,
+        "pretrained_window_sizes": [4, 4, 4],
+    }
     small = SwinV2Config(image_size=16, **three_stages)
     window_8 = common.ModelArguments(window_size=8)
     # Maps 8, 4, 2: the last stage used one 2x2 window; a model that is itself a transfer keeps its stored windows.
@@ -409,8 +470,9 @@ def test_mixed_targets_are_distributions_drawn_from_the_key() -> None:
     # Soft-target cross-entropy equals the smoothed hard-label loss when nothing is mixed.
     logits = torch.randn(6, 4)
     smoothed = torch.nn.functional.one_hot(labels, 4) * 0.9 + 0.1 / 4
-    torch.testing.assert_close(common.classification_loss(logits, smoothed, 0.0),
-                               common.classification_loss(logits, labels, 0.1))  # fmt: skip
+    torch.testing.assert_close(
+        common.classification_loss(logits, smoothed, 0.0), common.classification_loss(logits, labels, 0.1)
+    )
 
 
 def test_top_k_metric_module() -> None:
@@ -419,7 +481,10 @@ def test_top_k_metric_module() -> None:
     # Classes ranked ahead of the true one: two; two (class 2, and class 0 tied with the lower index); one (class 2;
     # the tied class 1 has the higher index); none.
     assert metric.compute(predictions=scores, references=[0, 1, 0, 0], top_k=[1, 2, 3]) == {
-        "top1_accuracy": 0.25, "top2_accuracy": 0.5, "top3_accuracy": 1.0}
+        "top1_accuracy": 0.25,
+        "top2_accuracy": 0.5,
+        "top3_accuracy": 1.0,
+    }
     rng = np.random.default_rng(0)
     scores, labels = rng.normal(size=(50, 10)), rng.integers(0, 10, 50)
     result = metric.compute(predictions=scores, references=labels, top_k=[1, 5])

@@ -36,8 +36,9 @@ IMAGE_SIZES = [32, (32, 48)]
 def gradient() -> np.ndarray:
     """40x30 uint8 RGB with a different ramp per channel, so that a swapped, dropped or shifted channel shows."""
     y, x = np.mgrid[0:HEIGHT, 0:WIDTH]
-    return np.stack([x * 255 // (WIDTH - 1), y * 255 // (HEIGHT - 1), (x + y) * 255 // (WIDTH + HEIGHT - 2)], axis=-1
-                    ).astype(np.uint8)  # fmt: skip
+    return np.stack(
+        [x * 255 // (WIDTH - 1), y * 255 // (HEIGHT - 1), (x + y) * 255 // (WIDTH + HEIGHT - 2)], axis=-1
+    ).astype(np.uint8)
 
 
 def grey_gradient() -> np.ndarray:
@@ -148,8 +149,12 @@ def test_a_pipeline_classifies_greyscale_and_rgba_images(
     """The pipeline itself turns a PIL image into RGB (transformers' `load_image`, a plain `convert`) before the
     processor sees it; this checks the package's model and written processor serve such images end to end."""
     config = tiny_config(image_size=image_size)
-    classifier = pipeline("image-classification", model=SwinV2ForImageClassification(config).eval(),
-                          image_processor=processor, device="cpu")  # fmt: skip
+    classifier = pipeline(
+        "image-classification",
+        model=SwinV2ForImageClassification(config).eval(),
+        image_processor=processor,
+        device="cpu",
+    )
     image, _ = CASES[mode]()
     predictions = classifier(image, top_k=3)
     assert len(predictions) == 3 and all(p["label"] in config.id2label.values() for p in predictions)

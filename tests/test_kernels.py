@@ -57,8 +57,10 @@ def test_float32_takes_onednn_only_with_avx512_or_when_forced() -> None:
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
 def test_half_precision_takes_onednn_only_where_the_cpu_computes_it(dtype: torch.dtype) -> None:
-    native = {torch.bfloat16: torch.ops.mkldnn._is_mkldnn_bf16_supported,
-              torch.float16: torch.ops.mkldnn._is_mkldnn_fp16_supported}[dtype]()  # fmt: skip
+    native = {
+        torch.bfloat16: torch.ops.mkldnn._is_mkldnn_bf16_supported,
+        torch.float16: torch.ops.mkldnn._is_mkldnn_fp16_supported,
+    }[dtype]()
     layer, hidden = layer_and_input(dtype)
     assert linear_kernel(layer, hidden) == ("onednn" if native else "float32")
     assert linear_kernel(layer, hidden, "onednn") == ("onednn" if native else "float32")
@@ -133,14 +135,19 @@ def test_traced_and_exported_models_hold_only_standard_ops(pixel_values: torch.T
 
 
 # name -> (weight dtype, autocast dtype or None)
-PRECISIONS = {"float32": (torch.float32, None), "bfloat16": (torch.bfloat16, None), "float16": (torch.float16, None),
-              "bfloat16_autocast": (torch.float32, torch.bfloat16)}  # fmt: skip
+PRECISIONS = {
+    "float32": (torch.float32, None),
+    "bfloat16": (torch.bfloat16, None),
+    "float16": (torch.float16, None),
+    "bfloat16_autocast": (torch.float32, torch.bfloat16),
+}
 
 
-def model_outputs(model: SwinV2ForImageClassification, precision: str, implementation: str,
-                  pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def model_outputs(
+    model: SwinV2ForImageClassification, precision: str, implementation: str, pixel_values: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and all parameter gradients (flattened, float64) of one training step in `precision`."""
-    dtype, autocast = PRECISIONS[precision] if precision in PRECISIONS else (torch.float64, None)
+    dtype, autocast = PRECISIONS.get(precision, (torch.float64, None))
     model = copy.deepcopy(model).to(dtype).train()
     model.config.linear_implementation = implementation
     with torch.autocast("cpu", dtype=autocast or torch.bfloat16, enabled=autocast is not None):

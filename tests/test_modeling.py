@@ -147,7 +147,7 @@ def test_output_shapes(model_class: type[SwinV2PreTrainedModel], height: int, wi
 def test_return_dict_false_gives_the_fields_as_a_tuple(model_class: type[SwinV2PreTrainedModel]) -> None:
     model = make_model(model_class)
     pixel_values = images(2, 32, 32)
-    kwargs = dict(output_hidden_states=True, output_attentions=True)
+    kwargs = {"output_hidden_states": True, "output_attentions": True}
     if model_class is SwinV2ForMaskedImageModeling:
         kwargs["bool_masked_pos"] = random_patch_mask(2, 16)
     with torch.no_grad():
@@ -158,7 +158,7 @@ def test_return_dict_false_gives_the_fields_as_a_tuple(model_class: type[SwinV2P
         SwinV2ForImageClassification: ["logits"],
         SwinV2ForMaskedImageModeling: ["loss", "reconstruction"],
     }[model_class]
-    fields = first + ["hidden_states", "attentions", "reshaped_hidden_states"]
+    fields = [*first, "hidden_states", "attentions", "reshaped_hidden_states"]
     assert isinstance(as_tuple, tuple)
     assert_nested_equal(as_tuple, tuple(getattr(as_dict, name) for name in fields))
 
@@ -315,9 +315,9 @@ def test_bad_input_raises_before_any_computation(model_class: type[SwinV2PreTrai
 def test_checkpoint_that_does_not_fit_the_config_is_a_value_error(tmp_path, override: str) -> None:
     make_model().save_pretrained(tmp_path)
     kwargs = (
-        dict(embed_dim=32, num_heads=(2, 2, 4))
+        {"embed_dim": 32, "num_heads": (2, 2, 4)}
         if override == "keyword_arguments"
-        else dict(config=tiny_config(embed_dim=24, num_heads=(2, 4, 4)))
+        else {"config": tiny_config(embed_dim=24, num_heads=(2, 4, 4))}
     )
     with pytest.raises(ValueError, match=r"swinv2\.(embeddings|encoder)\.\S+"):
         SwinV2ForImageClassification.from_pretrained(tmp_path, **kwargs)
@@ -326,7 +326,7 @@ def test_checkpoint_that_does_not_fit_the_config_is_a_value_error(tmp_path, over
 def test_ignore_mismatched_sizes_given_either_way(tmp_path) -> None:
     """False behaves as leaving it out (a readable error), True re-initialises the mismatched head."""
     make_model().save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="classifier.weight"):
+    with pytest.raises(ValueError, match=r"classifier\.weight"):
         SwinV2ForImageClassification.from_pretrained(tmp_path, num_labels=3, ignore_mismatched_sizes=False)
     model = SwinV2ForImageClassification.from_pretrained(tmp_path, num_labels=3, ignore_mismatched_sizes=True)
     assert model.classifier.weight.shape == (3, 16 * 4)
@@ -522,8 +522,13 @@ def deep_model_with_large_weights() -> SwinV2ForImageClassification:
 
 @pytest.mark.parametrize(
     "mode,dtype",
-    [("float32", torch.float32), ("autocast", torch.bfloat16), ("autocast", torch.float16),
-     ("cast", torch.bfloat16), ("cast", torch.float16)],
+    [
+        ("float32", torch.float32),
+        ("autocast", torch.bfloat16),
+        ("autocast", torch.float16),
+        ("cast", torch.bfloat16),
+        ("cast", torch.float16),
+    ],
 )
 def test_deep_model_with_large_weights_stays_finite(mode: str, dtype: torch.dtype) -> None:
     """An overflow check, not an accuracy one: with every logit scale above the clamp and weights 4x too large, 24
@@ -539,7 +544,7 @@ def test_deep_model_with_large_weights_stays_finite(mode: str, dtype: torch.dtyp
                 outputs = model(pixel_values, output_hidden_states=True)
         else:
             outputs = model.to(dtype)(pixel_values.to(dtype), output_hidden_states=True)
-    for hidden in outputs.hidden_states + (outputs.logits,):
+    for hidden in (*outputs.hidden_states, outputs.logits):
         assert torch.isfinite(hidden).all()
 
 
@@ -617,7 +622,9 @@ def test_loading_at_a_larger_resolution_resizes_absolute_positions(tmp_path, mod
 def special_parameters(model: nn.Module) -> dict[str, tuple[torch.Tensor, float]]:
     """Name -> (parameter, value the original initialises it to) for LayerNorms, logit scales and q/v biases."""
     post_norms = {
-        id(norm) for block in model.modules() if isinstance(block, SwinV2Block)
+        id(norm)
+        for block in model.modules()
+        if isinstance(block, SwinV2Block)
         for norm in (block.attention_norm, block.mlp_norm)
     }
     special = {}

@@ -11,10 +11,17 @@ from swinv2_hf.optim import parameter_groups
 def expected_layer(name: str) -> int:
     """The tiny tester (depths 1, 2, 1) layer by layer, written out: embeddings 0, blocks 1..4 in order, each
     patch merging with its stage's last block, the final norm and the head on top (5)."""
-    table = {"swinv2.embeddings.": 0, "swinv2.encoder.stages.0.blocks.0.": 1, "swinv2.encoder.stages.0.downsample.": 1,
-             "swinv2.encoder.stages.1.blocks.0.": 2, "swinv2.encoder.stages.1.blocks.1.": 3,
-             "swinv2.encoder.stages.1.downsample.": 3, "swinv2.encoder.stages.2.blocks.0.": 4, "swinv2.layernorm.": 5,
-             "classifier.": 5}  # fmt: skip
+    table = {
+        "swinv2.embeddings.": 0,
+        "swinv2.encoder.stages.0.blocks.0.": 1,
+        "swinv2.encoder.stages.0.downsample.": 1,
+        "swinv2.encoder.stages.1.blocks.0.": 2,
+        "swinv2.encoder.stages.1.blocks.1.": 3,
+        "swinv2.encoder.stages.1.downsample.": 3,
+        "swinv2.encoder.stages.2.blocks.0.": 4,
+        "swinv2.layernorm.": 5,
+        "classifier.": 5,
+    }
     (layer,) = [layer for prefix, layer in table.items() if name.startswith(prefix)]
     return layer
 
@@ -30,8 +37,10 @@ def test_parameter_groups_decay_by_layer_and_exempt_the_original_list() -> None:
     assert sorted(seen) == sorted(name for name, _ in model.named_parameters())
     for name, (lr, weight_decay) in seen.items():
         assert lr == 0.5 ** (5 - expected_layer(name)), name
-        exempt = (name.endswith((".bias", "norm.weight", "logit_scale", "q_bias", "v_bias", "position_embeddings"))
-                  or ".continuous_position_bias_mlp." in name)  # fmt: skip
+        exempt = (
+            name.endswith((".bias", "norm.weight", "logit_scale", "q_bias", "v_bias", "position_embeddings"))
+            or ".continuous_position_bias_mlp." in name
+        )
         assert weight_decay == (0.0 if exempt else 0.05), name
     decayed = {name for name, (_, weight_decay) in seen.items() if weight_decay}
     assert "swinv2.encoder.stages.1.blocks.1.attention.qkv.weight" in decayed and "classifier.weight" in decayed

@@ -78,7 +78,10 @@ def assert_tensors_close(
     assert sorted(actual) == sorted(expected)
     for name, reference in expected.items():
         torch.testing.assert_close(
-            actual[name].to(reference.dtype), reference, rtol=0, atol=atol(name),
+            actual[name].to(reference.dtype),
+            reference,
+            rtol=0,
+            atol=atol(name),
             msg=lambda message, name=name: f"{name}: {message}",
         )
 
@@ -106,12 +109,17 @@ def load_weights(model: torch.nn.Module, checkpoint: Checkpoint, dtype: torch.dt
 
 def classifier(checkpoint: Checkpoint, dtype: torch.dtype) -> SwinV2ForImageClassification:
     """Our classifier with a fixture checkpoint's weights, configured from the case's constructor arguments."""
-    return load_weights(SwinV2ForImageClassification(config_from_original(constructor_kwargs(checkpoint.case))),
-                        checkpoint, dtype)
+    return load_weights(
+        SwinV2ForImageClassification(config_from_original(constructor_kwargs(checkpoint.case))), checkpoint, dtype
+    )
 
 
-def stage_tensors(model: torch.nn.Module, pixels: torch.Tensor, hidden_states: tuple[torch.Tensor, ...],
-                  bool_masked_pos: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def stage_tensors(
+    model: torch.nn.Module,
+    pixels: torch.Tensor,
+    hidden_states: tuple[torch.Tensor, ...],
+    bool_masked_pos: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
     """Each stage's output in the original's names and (B, L, C) layout: `hidden_states[i+1]` after patch merging,
     the encoder's `stage_maps[i+1]` (the backbone's maps) before it."""
     embeddings, grid, token_mask = model.swinv2.embeddings(pixels, bool_masked_pos=bool_masked_pos)
@@ -138,14 +146,22 @@ def classifier_tensors(model: SwinV2ForImageClassification, pixels: torch.Tensor
 
 # timm's reference names -> the original's; its `stage{i}_out` is the original's `stage{i}_blocks_out` (timm merges
 # patches at the start of the next stage).
-TIMM_NAMES = {"embeddings": "embeddings", "forward_features": "final_norm", "pre_logits": "pooled", "logits": "logits",
-              **{f"stage{stage}_out": f"stage{stage}_blocks_out" for stage in range(4)}}  # fmt: skip
+TIMM_NAMES = {
+    "embeddings": "embeddings",
+    "forward_features": "final_norm",
+    "pre_logits": "pooled",
+    "logits": "logits",
+    **{f"stage{stage}_out": f"stage{stage}_blocks_out" for stage in range(4)},
+}
 
 
 def timm_as_original(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """timm's references under the original's names, its NHWC maps flattened to (B, L, C)."""
-    return {TIMM_NAMES[name]: tensor.flatten(1, 2) if tensor.ndim == 4 else tensor
-            for name, tensor in tensors.items() if name not in NOT_COMPARED}
+    return {
+        TIMM_NAMES[name]: tensor.flatten(1, 2) if tensor.ndim == 4 else tensor
+        for name, tensor in tensors.items()
+        if name not in NOT_COMPARED
+    }
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -170,8 +186,9 @@ def test_classifier_matches_reference(
 
 def simmim(mim_norm_target_patch_size: int, dtype: torch.dtype) -> SwinV2ForMaskedImageModeling:
     """Case E's SimMIM with or without the per-47x47-patch target normalisation of the SwinV2 SimMIM recipe."""
-    config = config_from_original(constructor_kwargs(SIMMIM.case), encoder_stride=32,
-                                  mim_norm_target_patch_size=mim_norm_target_patch_size)
+    config = config_from_original(
+        constructor_kwargs(SIMMIM.case), encoder_stride=32, mim_norm_target_patch_size=mim_norm_target_patch_size
+    )
     return load_weights(SwinV2ForMaskedImageModeling(config), SIMMIM, dtype)
 
 
@@ -210,8 +227,8 @@ def test_timm_checkpoints_convert_to_case_a() -> None:
 
 def test_logit_scale_max_is_the_float32_log_of_100() -> None:
     """The original clamps at `torch.log(torch.tensor(1 / 0.01))`, a float32 value, not the float64 log(100)."""
-    assert modeling.LOGIT_SCALE_MAX == torch.log(torch.tensor(1 / 0.01)).item()
-    assert modeling.LOGIT_SCALE_MAX != math.log(100)
+    assert torch.log(torch.tensor(1 / 0.01)).item() == modeling.LOGIT_SCALE_MAX
+    assert math.log(100) != modeling.LOGIT_SCALE_MAX
 
 
 def test_float64_parity_needs_the_float32_clamp(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,7 +32,9 @@ REMOTE_CLASSES = ["AutoConfig", "AutoModel", "AutoModelForImageClassification", 
 # Runs in a fresh interpreter with argv[1] the work folder. It blocks `swinv2_hf` before anything else, loads the
 # saved folders through the Auto classes, compares with the saved outputs, re-saves and writes report.json; it exits
 # non-zero when the package was importable or any output differs by more than 1e-6.
-REMOTE_SCRIPT = BLOCK_SWINV2 + r'''
+REMOTE_SCRIPT = (
+    BLOCK_SWINV2
+    + r"""
 import json
 from pathlib import Path
 
@@ -78,7 +80,8 @@ report["swinv2_hf_modules"] = sorted(name for name in sys.modules if name.split(
 (work / "report.json").write_text(json.dumps(report))
 matches = all(difference <= 1e-6 for difference in report["max_diff"].values())
 sys.exit(0 if report["import_blocked"] and not report["swinv2_hf_modules"] and matches else 1)
-'''
+"""
+)
 
 
 def assert_complete_folder(directory: Path) -> None:
@@ -125,12 +128,19 @@ def remote_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Com
     torch.save(expected, work / "expected.pt")
 
     environment = {
-        **os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_MODULES_CACHE": str(work / "modules"),
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_MODULES_CACHE": str(work / "modules"),
     }
     environment.pop("PYTHONPATH", None)
     process = subprocess.run(
         [sys.executable, "-c", REMOTE_SCRIPT, str(work)],
-        cwd=work, env=environment, capture_output=True, text=True, timeout=300,
+        cwd=work,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     report_path = work / "report.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {}

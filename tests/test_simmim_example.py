@@ -30,10 +30,21 @@ MAX_LOSS_RATIO = 0.85
 
 def arguments(folder: Path, output: str) -> list:
     return [
-        "--config_name", write_tiny_config(folder), "--max_train_samples", 320, "--per_device_train_batch_size", 16,
-        "--max_train_steps", STEPS, "--checkpointing_steps", CHECKPOINT_EVERY,
-        "--checkpoint_dir", folder / "checkpoints", "--output_dir", folder / output,
-    ]  # fmt: skip
+        "--config_name",
+        write_tiny_config(folder),
+        "--max_train_samples",
+        320,
+        "--per_device_train_batch_size",
+        16,
+        "--max_train_steps",
+        STEPS,
+        "--checkpointing_steps",
+        CHECKPOINT_EVERY,
+        "--checkpoint_dir",
+        folder / "checkpoints",
+        "--output_dir",
+        folder / output,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +94,16 @@ def test_resume_from_another_model_is_refused_before_anything_is_written(pretrai
     before = sorted(path.name for path in (pretrained / "checkpoints").iterdir())
     try:
         with pytest.raises(InputError, match=r"another model or run .*embed_dim: checkpoint 16, this run 48"):
-            run_simmim_module.main(["--output_dir", str(pretrained / "other"), "--checkpoint_dir",
-                                    str(pretrained / "checkpoints"), "--resume_from_checkpoint", "latest"])  # fmt: skip
+            run_simmim_module.main(
+                [
+                    "--output_dir",
+                    str(pretrained / "other"),
+                    "--checkpoint_dir",
+                    str(pretrained / "checkpoints"),
+                    "--resume_from_checkpoint",
+                    "latest",
+                ]
+            )
     finally:
         reset_accelerate()
     assert sorted(path.name for path in (pretrained / "checkpoints").iterdir()) == before

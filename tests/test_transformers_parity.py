@@ -43,18 +43,43 @@ LOGIT_SCALE_CEILING = 4.5
 # Fields both configs share; the seed picks the random weights.
 GEOMETRIES = {
     # Stage maps 16, 8, 4, 2 with window 4: shifted windows, then a map equal to the window, then one clipped to 2.
-    "plain": dict(image_size=64, patch_size=4, embed_dim=16, depths=[2, 2, 2, 1], num_heads=[2, 2, 4, 8],
-                  window_size=4),
+    "plain": {
+        "image_size": 64,
+        "patch_size": 4,
+        "embed_dim": 16,
+        "depths": [2, 2, 2, 1],
+        "num_heads": [2, 2, 4, 8],
+        "window_size": 4,
+    },
     # Transfer-style continuous position bias: window 8 normalised by pretrained windows 4 (2 in the clipped stage).
-    "pretrained_windows": dict(image_size=128, patch_size=4, embed_dim=12, depths=[2, 2, 2, 1], num_heads=[2, 2, 4, 8],
-                               window_size=8, pretrained_window_sizes=[4, 4, 4, 2]),
+    "pretrained_windows": {
+        "image_size": 128,
+        "patch_size": 4,
+        "embed_dim": 12,
+        "depths": [2, 2, 2, 1],
+        "num_heads": [2, 2, 4, 8],
+        "window_size": 8,
+        "pretrained_window_sizes": [4, 4, 4, 2],
+    },
     # Window 6 with shift 3; the last stage's 3x3 map clips the window to 3.
-    "clipped_last_stage": dict(image_size=96, patch_size=4, embed_dim=12, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 4],
-                               window_size=6),
+    "clipped_last_stage": {
+        "image_size": 96,
+        "patch_size": 4,
+        "embed_dim": 12,
+        "depths": [2, 2, 2, 2],
+        "num_heads": [1, 2, 4, 4],
+        "window_size": 6,
+    },
     # Maps (16, 32), (8, 16), (4, 8), (2, 4): the height is the smaller side, so transformers' height-only clipping
     # and the original's min(H, W) agree, and every side divides its window.
-    "non_square": dict(image_size=(64, 128), patch_size=4, embed_dim=16, depths=[2, 2, 2, 1], num_heads=[2, 2, 4, 8],
-                       window_size=4),
+    "non_square": {
+        "image_size": (64, 128),
+        "patch_size": 4,
+        "embed_dim": 16,
+        "depths": [2, 2, 2, 1],
+        "num_heads": [2, 2, 4, 8],
+        "window_size": 4,
+    },
 }
 GEOMETRY_PARAMS = [pytest.param(fields, seed, id=name) for seed, (name, fields) in enumerate(GEOMETRIES.items())]
 
@@ -91,8 +116,9 @@ def ours_from(model_class: type, config: SwinV2Config, transformers_model: torch
 
 def classifier_pair(fields: Mapping, seed: int, dtype: torch.dtype) -> tuple[torch.nn.Module, torch.nn.Module]:
     """transformers' classifier and ours with the same random weights."""
-    theirs = random_transformers_model(Swinv2ForImageClassification, Swinv2Config(**fields, num_labels=NUM_LABELS),
-                                       seed, dtype)
+    theirs = random_transformers_model(
+        Swinv2ForImageClassification, Swinv2Config(**fields, num_labels=NUM_LABELS), seed, dtype
+    )
     return theirs, ours_from(SwinV2ForImageClassification, SwinV2Config(**fields, num_labels=NUM_LABELS), theirs)
 
 
@@ -137,12 +163,17 @@ def test_conversion_fuses_query_key_value() -> None:
     blocks = [name.removesuffix("query.weight") for name in state_dict if name.endswith("attention.self.query.weight")]
     assert len(blocks) == sum(config.depths)
     for block in blocks:
-        ours = re.sub(r"^swinv2\.encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.self\.$",
-                      r"swinv2.encoder.stages.\1.blocks.\2.attention.qkv.weight", block)
+        ours = re.sub(
+            r"^swinv2\.encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.self\.$",
+            r"swinv2.encoder.stages.\1.blocks.\2.attention.qkv.weight",
+            block,
+        )
         expected = torch.cat([state_dict[f"{block}{part}.weight"] for part in ("query", "key", "value")])
         if ours not in converted:
-            pytest.fail(f"{block}query/key/value.weight not fused into {ours}; converted keys of that block: "
-                        f"{[name for name in converted if name.startswith(ours.removesuffix('attention.qkv.weight'))]}")
+            pytest.fail(
+                f"{block}query/key/value.weight not fused into {ours}; converted keys of that block: "
+                f"{[name for name in converted if name.startswith(ours.removesuffix('attention.qkv.weight'))]}"
+            )
         assert torch.equal(converted[ours], expected), ours
 
 
@@ -163,8 +194,9 @@ def test_backbone_matches_transformers_with_output_norms(fields: dict, seed: int
     theirs = random_transformers_model(Swinv2Backbone, Swinv2Config(**fields, out_features=stages), seed, dtype)
     ours = randomize_weights(SwinV2Backbone(SwinV2Config(**fields, out_features=stages)), seed + 100)
     converted = convert_state_dict(theirs.state_dict(), "transformers")
-    loaded = ours.load_state_dict({name.removeprefix("swinv2."): value for name, value in converted.items()},
-                                  strict=False)
+    loaded = ours.load_state_dict(
+        {name.removeprefix("swinv2."): value for name, value in converted.items()}, strict=False
+    )
     assert not loaded.unexpected_keys
     assert loaded.missing_keys and all(name.startswith("hidden_states_norms.") for name in loaded.missing_keys)
     ours = ours.to(dtype).eval()
@@ -189,12 +221,15 @@ def test_backbone_matches_transformers_with_output_norms(fields: dict, seed: int
 def test_masked_image_modeling_matches_transformers(dtype: torch.dtype) -> None:
     """SimMIM without target normalisation (transformers has none): same reconstruction and masked L1 loss."""
     fields = GEOMETRIES["plain"]
-    theirs = random_transformers_model(Swinv2ForMaskedImageModeling, Swinv2Config(**fields, encoder_stride=32), 7,
-                                       dtype)
-    ours = ours_from(SwinV2ForMaskedImageModeling,
-                     SwinV2Config(**fields, encoder_stride=32, mim_norm_target_patch_size=0), theirs)
+    theirs = random_transformers_model(
+        Swinv2ForMaskedImageModeling, Swinv2Config(**fields, encoder_stride=32), 7, dtype
+    )
+    ours = ours_from(
+        SwinV2ForMaskedImageModeling, SwinV2Config(**fields, encoder_stride=32, mim_norm_target_patch_size=0), theirs
+    )
     num_patches = math.prod(side // fields["patch_size"] for side in image_shape(fields))
     bool_masked_pos = torch.rand(2, num_patches, generator=torch.Generator().manual_seed(3)) < 0.6
+
     def reconstruction_and_loss(model: torch.nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
         output = model(images, bool_masked_pos=bool_masked_pos)
         return {"reconstruction": output.reconstruction, "loss": output.loss}

@@ -98,16 +98,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     checkpointed = activations.checkpointed() * args.micro_batch
     print(f"{args.preset}: {parameters:,} parameters (SimMIM model), largest SwinV2Block {largest_block:,}")
     print(f"states      {parameters:,} x {STATE_BYTES_PER_PARAMETER} B / {args.gpus} GPUs = {states / GIB:.2f} GiB")
-    print(f"gathered    {GATHERED_UNITS} x {largest_block:,} x {GATHERED_BYTES_PER_PARAMETER} B = "
-          f"{gathered / GIB:.2f} GiB")
-    print(f"activations per image: block inputs {sum(activations.block_inputs) / 2**20:.1f} MiB, outside the blocks "
-          f"{activations.outside_blocks / 2**20:.1f} MiB, largest block {max(activations.per_block) / 2**20:.1f} MiB "
-          f"(all blocks without checkpointing {sum(activations.per_block) / 2**20:.1f} MiB)")
+    print(
+        f"gathered    {GATHERED_UNITS} x {largest_block:,} x {GATHERED_BYTES_PER_PARAMETER} B = "
+        f"{gathered / GIB:.2f} GiB"
+    )
+    print(
+        f"activations per image: block inputs {sum(activations.block_inputs) / 2**20:.1f} MiB, outside the blocks "
+        f"{activations.outside_blocks / 2**20:.1f} MiB, largest block {max(activations.per_block) / 2**20:.1f} MiB "
+        f"(all blocks without checkpointing {sum(activations.per_block) / 2**20:.1f} MiB)"
+    )
     print(f"activations x {args.micro_batch} images = {checkpointed / GIB:.2f} GiB")
     total = states + gathered + checkpointed
     print(f"total per GPU (before the CUDA context and allocator slack) = {total / GIB:.2f} GiB")
-    print(f"for comparison, unsharded (DDP): states {parameters * STATE_BYTES_PER_PARAMETER / GIB:.2f} GiB per GPU; "
-          f"without checkpointing: activations {sum(activations.per_block) * args.micro_batch / GIB:.2f} GiB")
+    print(
+        f"for comparison, unsharded (DDP): states {parameters * STATE_BYTES_PER_PARAMETER / GIB:.2f} GiB per GPU; "
+        f"without checkpointing: activations {sum(activations.per_block) * args.micro_batch / GIB:.2f} GiB"
+    )
 
 
 if __name__ == "__main__":

@@ -44,15 +44,24 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     args = parse_args(argv)
     graph = args.output or args.model_dir.parent / "model-int8.onnx"
     if not graph.exists():
-        report = export(load_model(args.model_dir), graph, to="onnx", exporter="torchscript", dynamic=True,
-                        quantize="int8", inputs=[args.model_dir])
+        report = export(
+            load_model(args.model_dir),
+            graph,
+            to="onnx",
+            exporter="torchscript",
+            dynamic=True,
+            quantize="int8",
+            inputs=[args.model_dir],
+        )
         print(f"wrote {report.summary()}")
     data = common.load_data(common.DataArguments())
     example = data.splits["test"][args.index]
     top = classify(graph, args.model_dir, common.open_image(example[data.image_column]))
-    print(f"ONNX Runtime int8 on held-out test digit {args.index}: "
-          + ", ".join(f"{label!r} {probability:.3f}" for label, probability in top)
-          + f"; true label {data.labels[example[data.label_column]]!r}")
+    print(
+        f"ONNX Runtime int8 on held-out test digit {args.index}: "
+        + ", ".join(f"{label!r} {probability:.3f}" for label, probability in top)
+        + f"; true label {data.labels[example[data.label_column]]!r}"
+    )
     return top
 
 

@@ -83,14 +83,18 @@ class LoopArguments:
     per_device_train_batch_size: int = recipe("per_device_train_batch_size", "Training batch per device.")
     per_device_eval_batch_size: int = recipe("per_device_eval_batch_size", "Evaluation batch per device.")
     gradient_accumulation_steps: int = recipe("gradient_accumulation_steps", "Batches per optimiser step.")
-    num_warmup_steps: float = argument(common.TRAINING_DEFAULTS["warmup_steps"],
-                                       "Linear warmup before the cosine: steps, or a fraction below 1.")
+    num_warmup_steps: float = argument(
+        common.TRAINING_DEFAULTS["warmup_steps"], "Linear warmup before the cosine: steps, or a fraction below 1."
+    )
     max_grad_norm: float = recipe("max_grad_norm", "Gradient clipping; 0 disables it.")
     label_smoothing_factor: float = recipe("label_smoothing_factor", "Label smoothing epsilon.")
     seed: int = recipe("seed", "Seeds initialisation, order and augmentation.")
     dataloader_num_workers: int = recipe("dataloader_num_workers", "Data-loading processes.")
-    mixed_precision: str = argument("auto", "no, bf16, fp16, or auto: bf16 where the device computes it natively.",
-                                    choices=["auto", "no", "bf16", "fp16"])  # fmt: skip
+    mixed_precision: str = argument(
+        "auto",
+        "no, bf16, fp16, or auto: bf16 where the device computes it natively.",
+        choices=["auto", "no", "bf16", "fp16"],
+    )
     gradient_checkpointing: bool = argument(False, "Recompute each block's activations in backward (less memory).")
     checkpointing_steps: int = argument(0, "Also checkpoint every this many optimiser steps (0: epoch ends only).")
     checkpoints_total_limit: int | None = argument(2, "Keep the newest this many checkpoints (None: all).")
@@ -101,8 +105,13 @@ class LoopArguments:
 
     def __post_init__(self) -> None:
         common.require_positive(self)
-        non_negative = ("weight_decay", "num_warmup_steps", "max_grad_norm", "checkpointing_steps",
-                        "dataloader_num_workers")  # fmt: skip
+        non_negative = (
+            "weight_decay",
+            "num_warmup_steps",
+            "max_grad_norm",
+            "checkpointing_steps",
+            "dataloader_num_workers",
+        )
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise InputError(f"--{name} must be >= 0, got {getattr(self, name)}.")
@@ -151,8 +160,13 @@ def parse_args(
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def run_state(data: ImageData, model_args: ModelArguments, config: transformers.PretrainedConfig,
-              args: LoopArguments, num_processes: int) -> dict[str, Any]:  # fmt: skip
+def run_state(
+    data: ImageData,
+    model_args: ModelArguments,
+    config: transformers.PretrainedConfig,
+    args: LoopArguments,
+    num_processes: int,
+) -> dict[str, Any]:
     """What a checkpoint must agree with to continue the same run: the model, the data and the batching."""
     return {
         "model": model_args.model_name_or_path,
@@ -170,8 +184,9 @@ def run_state(data: ImageData, model_args: ModelArguments, config: transformers.
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def evaluation_loop(accelerator: Accelerator, model: torch.nn.Module, dataloader: torch.utils.data.DataLoader,
-                    num_labels: int) -> dict[str, float]:  # fmt: skip
+def evaluation_loop(
+    accelerator: Accelerator, model: torch.nn.Module, dataloader: torch.utils.data.DataLoader, num_labels: int
+) -> dict[str, float]:
     """Loss (without smoothing) and top-k accuracy over a whole split, gathered from every process."""
     model.eval()
     metric = common.load_metric()
@@ -223,8 +238,9 @@ def train(run: Training, args: LoopArguments, progress: Progress, state: dict[st
     end (after its evaluation), skipping the batches a resumed epoch already trained on."""
     accelerator = run.accelerator
     num_epochs = math.ceil(run.total_steps / math.ceil(len(run.train_loader) / args.gradient_accumulation_steps))
-    bar = tqdm(total=run.total_steps, initial=progress.step, desc="training",
-               disable=not accelerator.is_local_main_process)  # fmt: skip
+    bar = tqdm(
+        total=run.total_steps, initial=progress.step, desc="training", disable=not accelerator.is_local_main_process
+    )
     stopwatch = Stopwatch(progress.train_seconds)
     saved = TrainingState(run.model, run.optimizer, run.lr_scheduler, progress)
     num_labels = accelerator.unwrap_model(run.model).config.num_labels
@@ -248,7 +264,9 @@ def train(run: Training, args: LoopArguments, progress: Progress, state: dict[st
             end_of_epoch = accelerator.gradient_state.end_of_dataloader or progress.step >= run.total_steps
             if args.checkpointing_steps and progress.step % args.checkpointing_steps == 0 and not end_of_epoch:
                 progress.train_seconds = stopwatch.seconds()
-                save_checkpoint(accelerator, Path(args.checkpoint_dir), progress.step, state, saved, args.checkpoints_total_limit)
+                save_checkpoint(
+                    accelerator, Path(args.checkpoint_dir), progress.step, state, saved, args.checkpoints_total_limit
+                )
             if progress.step >= run.total_steps:
                 break
         metrics = evaluation_loop(accelerator, run.model, run.validation_loader, num_labels)
@@ -257,32 +275,51 @@ def train(run: Training, args: LoopArguments, progress: Progress, state: dict[st
         if accelerator.is_main_process:
             bar.write(f"epoch {epoch + 1}: " + ", ".join(f"validation {k} {v:.4f}" for k, v in metrics.items()))
         progress.train_seconds = stopwatch.seconds()
-        save_checkpoint(accelerator, Path(args.checkpoint_dir), progress.step, state, saved, args.checkpoints_total_limit)
+        save_checkpoint(
+            accelerator, Path(args.checkpoint_dir), progress.step, state, saved, args.checkpoints_total_limit
+        )
     bar.close()
 
 
-def make_loaders(data: ImageData, processor: Any, config: transformers.PretrainedConfig, data_args: DataArguments,
-                 args: LoopArguments) -> tuple[common.ImageExamples, torch.utils.data.DataLoader,
-                                               torch.utils.data.DataLoader, torch.utils.data.DataLoader]:  # fmt: skip
+def make_loaders(
+    data: ImageData,
+    processor: Any,
+    config: transformers.PretrainedConfig,
+    data_args: DataArguments,
+    args: LoopArguments,
+) -> tuple[common.ImageExamples, torch.utils.data.DataLoader, torch.utils.data.DataLoader, torch.utils.data.DataLoader]:
     """The augmented training set and its shuffled loader (its own seeded generator: nothing drawn from the global
     one, which a resume restores), and the validation and test loaders (the image processor, in order)."""
     train_set = common.ImageExamples(data, "train", common.train_transform(processor, config, data_args), args.seed)
     options = {"collate_fn": common.collate, "num_workers": args.dataloader_num_workers}
     train_loader = torch.utils.data.DataLoader(
-        train_set, shuffle=True, batch_size=args.per_device_train_batch_size,
-        generator=torch.Generator().manual_seed(args.seed), **options,
-    )  # fmt: skip
+        train_set,
+        shuffle=True,
+        batch_size=args.per_device_train_batch_size,
+        generator=torch.Generator().manual_seed(args.seed),
+        **options,
+    )
     validation_loader, test_loader = (
-        torch.utils.data.DataLoader(common.ImageExamples(data, split, common.EvalTransform(processor), args.seed),
-                                    batch_size=args.per_device_eval_batch_size, **options)
+        torch.utils.data.DataLoader(
+            common.ImageExamples(data, split, common.EvalTransform(processor), args.seed),
+            batch_size=args.per_device_eval_batch_size,
+            **options,
+        )
         for split in ("validation", "test")
-    )  # fmt: skip
+    )
     return train_set, train_loader, validation_loader, test_loader
 
 
-def run_summary(accelerator: Accelerator, model: torch.nn.Module, data: ImageData, data_args: DataArguments,
-                args: LoopArguments, progress: Progress, test_metrics: dict[str, float],
-                layer_decay: float) -> common.RunSummary:  # fmt: skip
+def run_summary(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    data: ImageData,
+    data_args: DataArguments,
+    args: LoopArguments,
+    progress: Progress,
+    test_metrics: dict[str, float],
+    layer_decay: float,
+) -> common.RunSummary:
     """What the run reports in results.json and the model card."""
     return common.RunSummary(
         script=Path(__file__).name,
@@ -292,13 +329,23 @@ def run_summary(accelerator: Accelerator, model: torch.nn.Module, data: ImageDat
         train_losses=[tuple(item) for item in progress.train_losses],
         evaluations=progress.evaluations,
         train_seconds=progress.train_seconds,
-        hyperparameters=common.hyperparameters(accelerator.unwrap_model(model), {
-            "epochs": progress.epoch, "optimiser steps": progress.step, "batch": args.per_device_train_batch_size *
-            args.gradient_accumulation_steps * accelerator.num_processes, "learning rate": args.learning_rate,
-            "layer decay": layer_decay, "weight decay": args.weight_decay, "warmup steps": args.num_warmup_steps,
-            "label smoothing": args.label_smoothing_factor, "mixed precision": accelerator.mixed_precision,
-        }),
-    )  # fmt: skip
+        hyperparameters=common.hyperparameters(
+            accelerator.unwrap_model(model),
+            {
+                "epochs": progress.epoch,
+                "optimiser steps": progress.step,
+                "batch": args.per_device_train_batch_size
+                * args.gradient_accumulation_steps
+                * accelerator.num_processes,
+                "learning rate": args.learning_rate,
+                "layer decay": layer_decay,
+                "weight decay": args.weight_decay,
+                "warmup steps": args.num_warmup_steps,
+                "label smoothing": args.label_smoothing_factor,
+                "mixed precision": accelerator.mixed_precision,
+            },
+        ),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -307,8 +354,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     inputs = common.run_inputs(data_args, model_args, args.resume_from_checkpoint)
     common.refuse_existing_output(output_dir, output_args.overwrite_output_dir, inputs)
     push_to = common.push_target(args.push_to_hub, args.hub_model_id)
-    checkpoint = checkpoint_to_resume(args.resume_from_checkpoint, Path(args.checkpoint_dir),
-                                      output_args.overwrite_output_dir)  # fmt: skip
+    checkpoint = checkpoint_to_resume(
+        args.resume_from_checkpoint, Path(args.checkpoint_dir), output_args.overwrite_output_dir
+    )
 
     # Accelerator: shuffling from a seeded sampler (seed + epoch), never from the global generator, so that
     # skipping batches on resume gives the same order; the loop steps the scheduler itself (once per optimiser step).
@@ -330,8 +378,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if checkpoint is not None:
         check_run_state(checkpoint, state)
     processor = image_processor_for(model.config, preprocessing)
-    train_set, train_loader, validation_loader, test_loader = make_loaders(data, processor, model.config, data_args,
-                                                                           args)  # fmt: skip
+    train_set, train_loader, validation_loader, test_loader = make_loaders(
+        data, processor, model.config, data_args, args
+    )
 
     # Optimiser: layer-wise decay groups, warmup + cosine over the optimiser steps.
     layer_decay = model_args.resolved_layer_decay
@@ -340,10 +389,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model, optimizer, train_loader, validation_loader, test_loader = accelerator.prepare(
         model, optimizer, train_loader, validation_loader, test_loader
     )
-    total_steps = training_steps(train_loader, args.gradient_accumulation_steps, args.num_train_epochs,
-                                 args.max_train_steps)  # fmt: skip
-    lr_scheduler = get_cosine_schedule_with_warmup(optimizer, warmup_steps(args.num_warmup_steps, total_steps),
-                                                   total_steps)  # fmt: skip
+    total_steps = training_steps(
+        train_loader, args.gradient_accumulation_steps, args.num_train_epochs, args.max_train_steps
+    )
+    lr_scheduler = get_cosine_schedule_with_warmup(
+        optimizer, warmup_steps(args.num_warmup_steps, total_steps), total_steps
+    )
     check_checkpointable(accelerator)
     progress = Progress()
     prepare_checkpoint_directory(accelerator, Path(args.checkpoint_dir), resuming=checkpoint is not None)
@@ -358,16 +409,30 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     # Loop, then the test split with the final weights.
     mixer = common.mixer_for(data_args, args.label_smoothing_factor, len(data.labels), args.seed)
-    train(Training(accelerator, model, optimizer, lr_scheduler, train_set, train_loader, validation_loader, mixer,
-                   total_steps), args, progress, state)  # fmt: skip
+    train(
+        Training(
+            accelerator, model, optimizer, lr_scheduler, train_set, train_loader, validation_loader, mixer, total_steps
+        ),
+        args,
+        progress,
+        state,
+    )
     test_metrics = evaluation_loop(accelerator, model, test_loader, len(data.labels))
     summary = run_summary(accelerator, model, data, data_args, args, progress, test_metrics, layer_decay)
 
     # Outputs: the Hub-ready folder, results and curves (main process), then the push and a pipeline check.
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        model_dir = common.write_outputs(output_dir, accelerator.unwrap_model(model), processor, summary, preprocessing,
-                                         args.hub_model_id, output_args, inputs)  # fmt: skip
+        model_dir = common.write_outputs(
+            output_dir,
+            accelerator.unwrap_model(model),
+            processor,
+            summary,
+            preprocessing,
+            args.hub_model_id,
+            output_args,
+            inputs,
+        )
         common.finish(summary, model_dir, data, push_to)
     accelerator.end_training()
     return summary.as_json()

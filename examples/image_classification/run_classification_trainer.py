@@ -6,8 +6,8 @@
 # ///
 """Fine-tune SwinV2 for image classification with transformers' Trainer: the twin of run_classification.py.
 
-The same data, transforms, model loading, loss, metric and output folder (swinv2_hf_examples/classification.py), and the same
-defaults (the digits main job). Trainer would put every weight matrix under weight decay, the position-bias MLP
+The same data, transforms, model loading, loss, metric and output folder (swinv2_hf_examples/classification.py), and
+the same defaults (the digits main job). Trainer would put every weight matrix under weight decay, the position-bias MLP
 included, with one learning rate; this script gives it the Swin recipe's parameter groups instead (layer-wise
 learning-rate decay, no decay on biases, norms, `logit_scale` and the position-bias MLP):
 
@@ -79,12 +79,21 @@ class SwinV2Trainer(Trainer):
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         if self.optimizer is None:
             groups = parameter_groups(self.model, self.args.learning_rate, self.args.weight_decay, self.layer_decay)
-            self.optimizer = torch.optim.AdamW(groups, lr=self.args.learning_rate, eps=self.args.adam_epsilon,
-                                               betas=(self.args.adam_beta1, self.args.adam_beta2))  # fmt: skip
+            self.optimizer = torch.optim.AdamW(
+                groups,
+                lr=self.args.learning_rate,
+                eps=self.args.adam_epsilon,
+                betas=(self.args.adam_beta1, self.args.adam_beta2),
+            )
         return self.optimizer
 
-    def compute_loss(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
-                     num_items_in_batch: torch.Tensor | int | None = None) -> Any:  # fmt: skip
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> Any:
         pixel_values, targets = inputs["pixel_values"], inputs["labels"]
         if model.training and self.mixer.enabled:
             pixel_values, targets = self.mixer(pixel_values, targets, key=self.mixed_batches)
@@ -95,8 +104,9 @@ class SwinV2Trainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
-def parse_args(argv: Sequence[str] | None = None) -> tuple[DataArguments, ModelArguments, OutputArguments,
-                                                          TrainingArguments]:  # fmt: skip
+def parse_args(
+    argv: Sequence[str] | None = None,
+) -> tuple[DataArguments, ModelArguments, OutputArguments, TrainingArguments]:
     """The arguments shared with run_classification.py and TrainingArguments, with the recipe's defaults."""
     parser = HfArgumentParser((DataArguments, ModelArguments, OutputArguments, TrainingArguments), description=__doc__)
     parser.set_defaults(**TRAINER_DEFAULTS)
@@ -117,39 +127,63 @@ def checkpoint_to_resume(training_args: TrainingArguments, model: torch.nn.Modul
             f"--resume_from_checkpoint {requested}: no Trainer checkpoint there (a checkpoint-N folder with "
             f"config.json); give one of {output_dir}/checkpoint-N or 'latest'."
         )
-    check_same_run(Path(checkpoint), json.loads((Path(checkpoint) / "config.json").read_text()),
-                   common.architecture(model.config))
+    check_same_run(
+        Path(checkpoint), json.loads((Path(checkpoint) / "config.json").read_text()), common.architecture(model.config)
+    )
     return checkpoint
 
 
-def summarize(trainer: Trainer, data: common.ImageData, data_args: DataArguments, layer_decay: float,
-              test_metrics: dict[str, float], train_seconds: float) -> common.RunSummary:  # fmt: skip
+def summarize(
+    trainer: Trainer,
+    data: common.ImageData,
+    data_args: DataArguments,
+    layer_decay: float,
+    test_metrics: dict[str, float],
+    train_seconds: float,
+) -> common.RunSummary:
     """The run's results from Trainer's log history, in the layout run_classification.py reports."""
     history = trainer.state.log_history
     evaluations = [
-        {"epoch": round(entry["epoch"]), "step": entry["step"],
-         **{name.removeprefix("eval_"): value for name, value in entry.items() if name.startswith("eval_") and
-            ("loss" in name or "accuracy" in name)}}
-        for entry in history if "eval_loss" in entry
-    ]  # fmt: skip
+        {
+            "epoch": round(entry["epoch"]),
+            "step": entry["step"],
+            **{
+                name.removeprefix("eval_"): value
+                for name, value in entry.items()
+                if name.startswith("eval_") and ("loss" in name or "accuracy" in name)
+            },
+        }
+        for entry in history
+        if "eval_loss" in entry
+    ]
     args = trainer.args
     return common.RunSummary(
         script=Path(__file__).name,
         dataset=data_args.dataset_label,
         split_sizes=data.sizes(),
-        test_metrics={name.removeprefix("test_"): value for name, value in test_metrics.items()
-                      if "loss" in name or "accuracy" in name},
+        test_metrics={
+            name.removeprefix("test_"): value
+            for name, value in test_metrics.items()
+            if "loss" in name or "accuracy" in name
+        },
         train_losses=[(entry["step"], entry["loss"]) for entry in history if "loss" in entry],
         evaluations=evaluations,
         train_seconds=train_seconds,
-        hyperparameters=common.hyperparameters(trainer.model, {
-            "epochs": args.num_train_epochs, "optimiser steps": trainer.state.global_step,
-            "batch": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
-            "learning rate": args.learning_rate, "layer decay": layer_decay, "weight decay": args.weight_decay,
-            "warmup steps": args.warmup_steps, "label smoothing": args.label_smoothing_factor,
-            "mixed precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "no",
-        }),
-    )  # fmt: skip
+        hyperparameters=common.hyperparameters(
+            trainer.model,
+            {
+                "epochs": args.num_train_epochs,
+                "optimiser steps": trainer.state.global_step,
+                "batch": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
+                "learning rate": args.learning_rate,
+                "layer decay": layer_decay,
+                "weight decay": args.weight_decay,
+                "warmup steps": args.warmup_steps,
+                "label smoothing": args.label_smoothing_factor,
+                "mixed precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "no",
+            },
+        ),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -167,10 +201,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model, preprocessing = common.load_model(model_args, data.labels, data_args)
     checkpoint = checkpoint_to_resume(training_args, model)
     processor = image_processor_for(model.config, preprocessing)
-    train_set = common.ImageExamples(data, "train", common.train_transform(processor, model.config, data_args),
-                                     training_args.seed)  # fmt: skip
-    validation_set, test_set = (common.ImageExamples(data, split, common.EvalTransform(processor), training_args.seed)
-                                for split in ("validation", "test"))  # fmt: skip
+    train_set = common.ImageExamples(
+        data, "train", common.train_transform(processor, model.config, data_args), training_args.seed
+    )
+    validation_set, test_set = (
+        common.ImageExamples(data, split, common.EvalTransform(processor), training_args.seed)
+        for split in ("validation", "test")
+    )
 
     metric = common.load_metric()
     top_k = common.top_k_for(len(data.labels))
@@ -194,8 +231,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     test_metrics = trainer.evaluate(test_set, metric_key_prefix="test")
     summary = summarize(trainer, data, data_args, layer_decay, test_metrics, train_output.metrics["train_runtime"])
     if trainer.is_world_process_zero():
-        model_dir = common.write_outputs(output_dir, trainer.model, processor, summary, preprocessing,
-                                         training_args.hub_model_id, output_args, inputs)  # fmt: skip
+        model_dir = common.write_outputs(
+            output_dir,
+            trainer.model,
+            processor,
+            summary,
+            preprocessing,
+            training_args.hub_model_id,
+            output_args,
+            inputs,
+        )
         common.finish(summary, model_dir, data, push_to)
     return summary.as_json()
 

@@ -32,21 +32,32 @@ BAD_INPUT_POLICIES = ("skip", "error")
 FPN_STRIDE = 32  # RT-DETR concatenates upsampled and backbone maps: its inputs' sides must be multiples of this
 MAX_PROBLEMS_SHOWN = 20
 # COCOeval.stats positions (pycocotools' summarize order) -> the names in results.json and the model card.
-COCO_STATS = {"map": 0, "map_50": 1, "map_75": 2, "map_small": 3, "map_medium": 4, "map_large": 5, "mar_1": 6,
-              "mar_10": 7, "mar_100": 8}  # fmt: skip
-FEATURES = datasets.Features({
-    "image_id": datasets.Value("int64"),
-    "image": datasets.Image(),
-    "width": datasets.Value("int32"),
-    "height": datasets.Value("int32"),
-    "objects": {
-        "id": datasets.List(datasets.Value("int64")),
-        "bbox": datasets.List(datasets.List(datasets.Value("float32"), length=4)),
-        "label": datasets.List(datasets.Value("int64")),
-        "area": datasets.List(datasets.Value("float32")),
-        "iscrowd": datasets.List(datasets.Value("int8")),
-    },
-})  # fmt: skip
+COCO_STATS = {
+    "map": 0,
+    "map_50": 1,
+    "map_75": 2,
+    "map_small": 3,
+    "map_medium": 4,
+    "map_large": 5,
+    "mar_1": 6,
+    "mar_10": 7,
+    "mar_100": 8,
+}
+FEATURES = datasets.Features(
+    {
+        "image_id": datasets.Value("int64"),
+        "image": datasets.Image(),
+        "width": datasets.Value("int32"),
+        "height": datasets.Value("int32"),
+        "objects": {
+            "id": datasets.List(datasets.Value("int64")),
+            "bbox": datasets.List(datasets.List(datasets.Value("float32"), length=4)),
+            "label": datasets.List(datasets.Value("int64")),
+            "area": datasets.List(datasets.Value("float32")),
+            "iscrowd": datasets.List(datasets.Value("int8")),
+        },
+    }
+)
 
 
 class DatasetError(ValueError):
@@ -89,9 +100,16 @@ class CocoSplit:
             images.append({"id": row["image_id"], "width": row["width"], "height": row["height"]})
             objects = row["objects"]
             for index, box in enumerate(objects["bbox"]):
-                annotations.append({"id": objects["id"][index], "image_id": row["image_id"], "bbox": box,
-                                    "category_id": self.categories[objects["label"][index]]["id"],
-                                    "area": objects["area"][index], "iscrowd": objects["iscrowd"][index]})  # fmt: skip
+                annotations.append(
+                    {
+                        "id": objects["id"][index],
+                        "image_id": row["image_id"],
+                        "bbox": box,
+                        "category_id": self.categories[objects["label"][index]]["id"],
+                        "area": objects["area"][index],
+                        "iscrowd": objects["iscrowd"][index],
+                    }
+                )
         coco = COCO()
         coco.dataset = {"images": images, "annotations": annotations, "categories": self.categories}
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
@@ -161,8 +179,15 @@ def _check_images(annotation_file: Path, image_dir: Path, images: list, num_proc
         if not isinstance(image, dict) or not isinstance(image.get("id"), int) or not image.get("file_name"):
             problems.append(Problem(annotation_file, where, "needs an integer 'id' and a 'file_name'"))
             continue
-        records.append({"index": index, "id": image["id"], "path": str(image_dir / image["file_name"]),
-                        "width": image.get("width", -1), "height": image.get("height", -1)})  # fmt: skip
+        records.append(
+            {
+                "index": index,
+                "id": image["id"],
+                "path": str(image_dir / image["file_name"]),
+                "width": image.get("width", -1),
+                "height": image.get("height", -1),
+            }
+        )
     decoded = (
         datasets.Dataset.from_list(records).map(
             _decode, num_proc=num_proc, desc=f"decoding {annotation_file.name}'s images"
@@ -237,9 +262,15 @@ def _check_annotations(
             problems.append(Problem(annotation_file, where, message))
             continue
         box = _clip(annotation["bbox"], images[image_id]["width"], images[image_id]["height"])
-        objects[image_id].append({"id": annotation.get("id", index), "bbox": box, "label": label_of[category_id],
-                                  "area": float(annotation.get("area", box[2] * box[3])),
-                                  "iscrowd": int(annotation.get("iscrowd", 0))})  # fmt: skip
+        objects[image_id].append(
+            {
+                "id": annotation.get("id", index),
+                "bbox": box,
+                "label": label_of[category_id],
+                "area": float(annotation.get("area", box[2] * box[3])),
+                "iscrowd": int(annotation.get("iscrowd", 0)),
+            }
+        )
     return objects, problems
 
 
@@ -290,9 +321,16 @@ def read_coco(
     objects, box_problems = _check_annotations(annotation_file, coco["annotations"], images, rejected, label_of)
     problems = image_problems + box_problems
     _refuse_or_report(problems, bad_input, log)
-    rows = [{"image_id": image_id, "image": record["path"], "width": record["width"], "height": record["height"],
-             "objects": {key: [o[key] for o in objects[image_id]] for key in FEATURES["objects"]}}
-            for image_id, record in images.items()]  # fmt: skip
+    rows = [
+        {
+            "image_id": image_id,
+            "image": record["path"],
+            "width": record["width"],
+            "height": record["height"],
+            "objects": {key: [o[key] for o in objects[image_id]] for key in FEATURES["objects"]},
+        }
+        for image_id, record in images.items()
+    ]
     if not any(row["objects"]["bbox"] for row in rows):
         raise DatasetError(f"{annotation_file}: no usable box is left after leaving out {len(problems)} defects.")
     return CocoSplit(annotation_file, datasets.Dataset.from_list(rows, features=FEATURES), found_categories, problems)
@@ -375,9 +413,13 @@ def augment(
 def coco_target(row: dict, boxes: np.ndarray) -> dict[str, Any]:
     """The annotation of one image as the DETR image processors take it (category_id carries the contiguous label)."""
     objects = row["objects"]
-    return {"image_id": row["image_id"], "annotations": [
-        {"bbox": box.tolist(), "category_id": label, "area": float(box[2] * box[3]), "iscrowd": crowd}
-        for box, label, crowd in zip(boxes, objects["label"], objects["iscrowd"])]}  # fmt: skip
+    return {
+        "image_id": row["image_id"],
+        "annotations": [
+            {"bbox": box.tolist(), "category_id": label, "area": float(box[2] * box[3]), "iscrowd": crowd}
+            for box, label, crowd in zip(boxes, objects["label"], objects["iscrowd"])
+        ],
+    }
 
 
 class EvaluationImages(torch.utils.data.Dataset):
@@ -467,10 +509,17 @@ def detections_to_coco(
     """post_process_object_detection results (xyxy pixels, contiguous labels) -> COCO result records."""
     records = []
     for image_id, prediction in zip(image_ids, predictions):
-        for score, label, (x0, y0, x1, y1) in zip(prediction["scores"].tolist(), prediction["labels"].tolist(),
-                                                  prediction["boxes"].tolist()):  # fmt: skip
-            records.append({"image_id": int(image_id), "category_id": categories[label]["id"],
-                            "bbox": [x0, y0, x1 - x0, y1 - y0], "score": score})  # fmt: skip
+        for score, label, (x0, y0, x1, y1) in zip(
+            prediction["scores"].tolist(), prediction["labels"].tolist(), prediction["boxes"].tolist()
+        ):
+            records.append(
+                {
+                    "image_id": int(image_id),
+                    "category_id": categories[label]["id"],
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "score": score,
+                }
+            )
     return records
 
 
@@ -481,9 +530,7 @@ def coco_metrics(ground_truth: COCO, detections: list[dict]) -> dict[str, float]
     all scores 0 rather than failing in `loadRes`.
     """
     if not detections:
-        return {name: 0.0 for name in COCO_STATS} | {
-            f"map_{c['name']}": 0.0 for c in ground_truth.dataset["categories"]
-        }
+        return dict.fromkeys(COCO_STATS, 0.0) | {f"map_{c['name']}": 0.0 for c in ground_truth.dataset["categories"]}
     with contextlib.redirect_stdout(io.StringIO()):
         evaluator = COCOeval(ground_truth, ground_truth.loadRes(detections), iouType="bbox")
         evaluator.evaluate()

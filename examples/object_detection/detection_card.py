@@ -16,15 +16,21 @@ from swinv2_hf.model_card import size_name
 TEMPLATE = Path(__file__).with_name("card_template.md")
 LICENSE = "apache-2.0"  # the code; the card says that the weights inherit their data's terms
 HEADLINE_METRICS = {"map": "mAP", "map_50": "mAP@0.5", "map_75": "mAP@0.75"}
-SECONDARY_METRICS = {"map_small": "mAP small", "map_medium": "mAP medium", "map_large": "mAP large",
-                     "mar_100": "mAR@100"}  # fmt: skip
+SECONDARY_METRICS = {
+    "map_small": "mAP small",
+    "map_medium": "mAP medium",
+    "map_large": "mAP large",
+    "mar_100": "mAR@100",
+}
 METRIC_NAMES = {**HEADLINE_METRICS, **SECONDARY_METRICS}
 DETECTOR_NAMES = {"deformable_detr": "Deformable DETR", "rt_detr": "RT-DETR"}
 DETECTOR_PAPERS = {
-    "deformable_detr": ("Deformable DETR: Deformable Transformers for End-to-End Object Detection",
-                        "https://arxiv.org/abs/2010.04159"),
+    "deformable_detr": (
+        "Deformable DETR: Deformable Transformers for End-to-End Object Detection",
+        "https://arxiv.org/abs/2010.04159",
+    ),
     "rt_detr": ("DETRs Beat YOLOs on Real-time Object Detection", "https://arxiv.org/abs/2304.08069"),
-}  # fmt: skip
+}
 
 
 def metric_label(name: str) -> str:
@@ -59,25 +65,55 @@ class CardFacts:
     metrics: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def from_run(cls, args: argparse.Namespace, backbone: Any, metrics: dict[str, float], train_images: int,
-                 validation_images: int) -> CardFacts:  # fmt: skip
+    def from_run(
+        cls,
+        args: argparse.Namespace,
+        backbone: Any,
+        metrics: dict[str, float],
+        train_images: int,
+        validation_images: int,
+    ) -> CardFacts:
         low, high = args.scale_range
-        training = {"steps": args.max_train_steps, "batch size": args.per_device_train_batch_size,
-                    "gradient accumulation": args.gradient_accumulation_steps,
-                    "learning rate (head / backbone)": f"{args.learning_rate:g} / {args.backbone_learning_rate:g}",
-                    "schedule": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
-                    "image size (shorter / longer side at most)": f"{args.image_size} / {args.max_size}",
-                    "augmentation": f"flip p={args.flip_probability}, scale x{low}-{high}, "
-                                    f"photometric {args.photometric_strength}", "seed": args.seed}  # fmt: skip
-        return cls(args.hub_model_id or args.output_dir.name, args.detector, backbone.name, backbone.pretrained,
-                   backbone.config, args.dataset_name, train_images, validation_images, training, metrics)  # fmt: skip
+        training = {
+            "steps": args.max_train_steps,
+            "batch size": args.per_device_train_batch_size,
+            "gradient accumulation": args.gradient_accumulation_steps,
+            "learning rate (head / backbone)": f"{args.learning_rate:g} / {args.backbone_learning_rate:g}",
+            "schedule": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
+            "image size (shorter / longer side at most)": f"{args.image_size} / {args.max_size}",
+            "augmentation": f"flip p={args.flip_probability}, scale x{low}-{high}, "
+            f"photometric {args.photometric_strength}",
+            "seed": args.seed,
+        }
+        return cls(
+            args.hub_model_id or args.output_dir.name,
+            args.detector,
+            backbone.name,
+            backbone.pretrained,
+            backbone.config,
+            args.dataset_name,
+            train_images,
+            validation_images,
+            training,
+            metrics,
+        )
 
 
 def _eval_results(facts: CardFacts) -> list[EvalResult]:
-    return [EvalResult(task_type="object-detection", task_name="Object Detection", dataset_type=facts.dataset_name,
-                       dataset_name=facts.dataset_name, dataset_split="validation", metric_type=name,
-                       metric_name=label, metric_value=round(facts.metrics[name], 4))
-            for name, label in HEADLINE_METRICS.items() if name in facts.metrics]  # fmt: skip
+    return [
+        EvalResult(
+            task_type="object-detection",
+            task_name="Object Detection",
+            dataset_type=facts.dataset_name,
+            dataset_name=facts.dataset_name,
+            dataset_split="validation",
+            metric_type=name,
+            metric_name=label,
+            metric_value=round(facts.metrics[name], 4),
+        )
+        for name, label in HEADLINE_METRICS.items()
+        if name in facts.metrics
+    ]
 
 
 def render_card(facts: CardFacts) -> ModelCard:

@@ -36,8 +36,8 @@ def loaders() -> dict[str, Callable[[], np.ndarray]]:
         "coffee.png": data.coffee,
         "coins.png": data.coins,
         "rocket.png": data.rocket,
-        "motorcycle.png": lambda: data.stereo_motorcycle()[0],
-    }  # fmt: skip (the left view of the stereo pair)
+        "motorcycle.png": lambda: data.stereo_motorcycle()[0],  # the left view of the stereo pair
+    }
 
 
 def make_photos(output_dir: Path) -> Path:

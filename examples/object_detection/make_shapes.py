@@ -107,8 +107,16 @@ def write_split(output_dir: Path, split: str, count: int, image_size: int, max_o
     for image_id in range(1, count + 1):
         image = textured_background(image_size, rng)
         for category, box in draw_shapes(image, max_objects, rng):
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category,
-                                "bbox": box, "area": box[2] * box[3], "iscrowd": 0})  # fmt: skip
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": category,
+                    "bbox": box,
+                    "area": box[2] * box[3],
+                    "iscrowd": 0,
+                }
+            )
         file_name = f"{split}/{image_id:05d}.png"
         image.save(output_dir / file_name)
         images.append({"id": image_id, "file_name": file_name, "width": image_size, "height": image_size})
@@ -119,9 +127,13 @@ def write_split(output_dir: Path, split: str, count: int, image_size: int, max_o
 
 
 def make_shapes(
-    output_dir: Path, num_train: int = 256, num_validation: int = 64, image_size: int = 128, max_objects: int = 3,
+    output_dir: Path,
+    num_train: int = 256,
+    num_validation: int = 64,
+    image_size: int = 128,
+    max_objects: int = 3,
     seed: int = 0,
-) -> dict[str, Path]:  # fmt: skip
+) -> dict[str, Path]:
     """Write both splits; returns the annotation file of each (image paths in it are relative to `output_dir`)."""
     counts = {"train": num_train, "validation": num_validation}
     return {split: write_split(output_dir, split, counts[split], image_size, max_objects, seed) for split in SPLITS}

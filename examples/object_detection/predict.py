@@ -18,8 +18,18 @@ from transformers import pipeline
 
 import swinv2_hf  # noqa: F401  (registers SwinV2: the saved detector's backbone config names it)
 
-PALETTE = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
-           (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128))  # fmt: skip
+PALETTE = (
+    (230, 25, 75),
+    (60, 180, 75),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+)
 
 
 def detect(model: str, image: Image.Image, threshold: float) -> list[dict]:

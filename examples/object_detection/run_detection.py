@@ -112,11 +112,31 @@ logger = get_logger(__name__)
 SAMPLING_LAYERS = ("sampling_offsets", "reference_points")
 SAMPLING_LEARNING_RATE_FACTOR = 0.1
 # Values of the run that a resumed run must share with the checkpoint to continue the same trajectory.
-TRAJECTORY_ARGS = ("train_annotations", "backbone", "detector", "detector_config", "out_features", "window_size",
-                   "drop_path_rate", "seed", "per_device_train_batch_size", "gradient_accumulation_steps",
-                   "learning_rate", "backbone_learning_rate", "weight_decay", "layer_decay", "max_grad_norm",
-                   "max_train_steps", "lr_scheduler_type", "num_warmup_steps", "image_size", "max_size",
-                   "flip_probability", "scale_range", "photometric_strength")  # fmt: skip
+TRAJECTORY_ARGS = (
+    "train_annotations",
+    "backbone",
+    "detector",
+    "detector_config",
+    "out_features",
+    "window_size",
+    "drop_path_rate",
+    "seed",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "learning_rate",
+    "backbone_learning_rate",
+    "weight_decay",
+    "layer_decay",
+    "max_grad_norm",
+    "max_train_steps",
+    "lr_scheduler_type",
+    "num_warmup_steps",
+    "image_size",
+    "max_size",
+    "flip_probability",
+    "scale_range",
+    "photometric_strength",
+)
 
 
 @dataclass(frozen=True)
@@ -139,17 +159,28 @@ DETECTORS = {
     # Iterative box refinement with a loss on every decoder layer. Not two-stage: transformers 5.24's Deformable DETR
     # loss leaves out the encoder proposals' loss, so their scores, which pick the decoder's queries, never train.
     "deformable_detr": Detector(
-        DeformableDetrConfig, DeformableDetrForObjectDetection, DeformableDetrImageProcessorPil,
-        lambda backbone: {"num_feature_levels": len(backbone.out_features), "auxiliary_loss": True,
-                          "with_box_refine": True},
+        DeformableDetrConfig,
+        DeformableDetrForObjectDetection,
+        DeformableDetrImageProcessorPil,
+        lambda backbone: {
+            "num_feature_levels": len(backbone.out_features),
+            "auxiliary_loss": True,
+            "with_box_refine": True,
+        },
     ),
     "rt_detr": Detector(
-        RTDetrConfig, RTDetrForObjectDetection, RTDetrImageProcessorPil,
-        lambda backbone: {"num_feature_levels": len(backbone.out_features), "feat_strides": _strides(backbone),
-                          "encoder_in_channels": [backbone.embed_dim * 2 ** (backbone.stage_names.index(name) - 1)
-                                                  for name in backbone.out_features]},
+        RTDetrConfig,
+        RTDetrForObjectDetection,
+        RTDetrImageProcessorPil,
+        lambda backbone: {
+            "num_feature_levels": len(backbone.out_features),
+            "feat_strides": _strides(backbone),
+            "encoder_in_channels": [
+                backbone.embed_dim * 2 ** (backbone.stage_names.index(name) - 1) for name in backbone.out_features
+            ],
+        },
     ),
-}  # fmt: skip
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -166,10 +197,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument(
         "--dataset_name", help="name of the dataset in the model card (default: the training JSON's folder name)"
     )
-    data.add_argument("--bad_input", choices=BAD_INPUT_POLICIES, default="skip",
-                      help="defective images and boxes (outside the image, zero area, unknown category or image, "
-                           "undecodable): 'skip' leaves each out and logs it with its file and index, 'error' refuses "
-                           "the dataset listing them")  # fmt: skip
+    data.add_argument(
+        "--bad_input",
+        choices=BAD_INPUT_POLICIES,
+        default="skip",
+        help="defective images and boxes (outside the image, zero area, unknown category or image, "
+        "undecodable): 'skip' leaves each out and logs it with its file and index, 'error' refuses "
+        "the dataset listing them",
+    )
     data.add_argument(
         "--preprocessing_num_workers", type=int, help="processes that decode every image once to check it"
     )
@@ -233,18 +268,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     train.add_argument("--learning_rate", type=float, default=1e-4, help="peak learning rate of the detection head")
     train.add_argument("--backbone_learning_rate", type=float, default=1e-5, help="peak learning rate of the backbone")
     train.add_argument("--weight_decay", type=float, default=1e-4, help="AdamW weight decay")
-    train.add_argument("--layer_decay", type=float, default=1.0,
-                       help="layer-wise learning-rate decay of the backbone (1: none, as the original Swin detectors)")
+    train.add_argument(
+        "--layer_decay",
+        type=float,
+        default=1.0,
+        help="layer-wise learning-rate decay of the backbone (1: none, as the original Swin detectors)",
+    )
     train.add_argument("--max_grad_norm", type=float, default=0.1, help="gradient clipping norm (0: none)")
     train.add_argument("--num_train_epochs", type=int, default=50, help="training epochs (unless --max_train_steps)")
     train.add_argument("--max_train_steps", type=int, help="optimiser steps in all; overrides --num_train_epochs")
     train.add_argument("--gradient_accumulation_steps", type=int, default=1, help="batches per optimiser step")
-    train.add_argument("--lr_scheduler_type", type=SchedulerType, default="cosine", help="learning-rate schedule",
-                       choices=["linear", "cosine", "constant", "constant_with_warmup"])  # fmt: skip
-    train.add_argument("--num_warmup_steps", type=float, default=0,
-                       help="linear warm-up steps, or a fraction of the steps below 1")
-    train.add_argument("--mixed_precision", choices=MIXED_PRECISION_CHOICES, default="auto",
-                       help="'auto': bf16 where the device computes it natively, fp16 on other GPUs, else float32")
+    train.add_argument(
+        "--lr_scheduler_type",
+        type=SchedulerType,
+        default="cosine",
+        help="learning-rate schedule",
+        choices=["linear", "cosine", "constant", "constant_with_warmup"],
+    )
+    train.add_argument(
+        "--num_warmup_steps", type=float, default=0, help="linear warm-up steps, or a fraction of the steps below 1"
+    )
+    train.add_argument(
+        "--mixed_precision",
+        choices=MIXED_PRECISION_CHOICES,
+        default="auto",
+        help="'auto': bf16 where the device computes it natively, fp16 on other GPUs, else float32",
+    )
     train.add_argument("--seed", type=int, default=0, help="seed of the initialisation, data order and augmentations")
     train.add_argument(
         "--eval_steps", type=int, default=0, help="evaluate every N steps as well as at the end (0: end only)"
@@ -252,7 +301,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     output = parser.add_argument_group("output")
     output.add_argument("--output_dir", type=Path, required=True, help="the model folder written at the end")
-    output.add_argument("--overwrite_output_dir", action="store_true", help="replace an existing --output_dir and an earlier run's checkpoints")
+    output.add_argument(
+        "--overwrite_output_dir",
+        action="store_true",
+        help="replace an existing --output_dir and an earlier run's checkpoints",
+    )
     output.add_argument(
         "--checkpoint_dir", type=Path, help="where step_N checkpoints go (default: <output_dir>_checkpoints)"
     )
@@ -286,8 +339,14 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(
             f"--detector_config: {sorted(unknown)} are not fields of {DETECTORS[args.detector].config_class.__name__}"
         )
-    positive = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-                "num_train_epochs", "image_size", "max_size")  # fmt: skip
+    positive = (
+        "per_device_train_batch_size",
+        "per_device_eval_batch_size",
+        "gradient_accumulation_steps",
+        "num_train_epochs",
+        "image_size",
+        "max_size",
+    )
     for name in positive:
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
@@ -302,15 +361,26 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     if not 0 <= args.flip_probability <= 1 or not 0 <= args.photometric_strength < 1:
         parser.error("--flip_probability must be in [0, 1] and --photometric_strength in [0, 1)")
     try:
-        args.resume_from_checkpoint = checkpoint_to_resume(args.resume_from_checkpoint, args.checkpoint_dir,
-                                                           args.overwrite_output_dir)  # fmt: skip
+        args.resume_from_checkpoint = checkpoint_to_resume(
+            args.resume_from_checkpoint, args.checkpoint_dir, args.overwrite_output_dir
+        )
     except InputError as error:
         parser.error(str(error))
     # What the run reads, which the model folder written at the end may never replace (a preset is no path).
     backbone = Path(args.backbone) if Path(args.backbone).exists() else None
-    args.inputs = [path for path in (args.train_annotations, args.validation_annotations, args.train_images,
-                                     args.validation_images, args.checkpoint_dir, args.resume_from_checkpoint, backbone)
-                   if path is not None]  # fmt: skip
+    args.inputs = [
+        path
+        for path in (
+            args.train_annotations,
+            args.validation_annotations,
+            args.train_images,
+            args.validation_images,
+            args.checkpoint_dir,
+            args.resume_from_checkpoint,
+            backbone,
+        )
+        if path is not None
+    ]
     try:
         prepare_output(args.output_dir, args.overwrite_output_dir, args.inputs, "--overwrite_output_dir")
     except FileExistsError as error:
@@ -326,10 +396,17 @@ def load_splits(args: argparse.Namespace, accelerator: Accelerator) -> tuple[Coc
     """Both splits, checked; the validation split must have the training split's categories."""
     log = logger.warning
     with accelerator.main_process_first():
-        train = read_coco(args.train_annotations, args.train_images, args.bad_input,
-                          num_proc=args.preprocessing_num_workers, log=log)  # fmt: skip
-        validation = read_coco(args.validation_annotations, args.validation_images, args.bad_input, train.categories,
-                               args.preprocessing_num_workers, log)  # fmt: skip
+        train = read_coco(
+            args.train_annotations, args.train_images, args.bad_input, num_proc=args.preprocessing_num_workers, log=log
+        )
+        validation = read_coco(
+            args.validation_annotations,
+            args.validation_images,
+            args.bad_input,
+            train.categories,
+            args.preprocessing_num_workers,
+            log,
+        )
     return train, validation
 
 
@@ -362,8 +439,9 @@ def backbone_config(args: argparse.Namespace) -> BackboneSource:
         )
     if not pretrained:
         overrides["pretrained_window_sizes"] = (0,) * len(source.depths)
-    config = transfer_config(source, image_size=args.image_size, window_size=args.window_size or source.window_size,
-                             **overrides)  # fmt: skip
+    config = transfer_config(
+        source, image_size=args.image_size, window_size=args.window_size or source.window_size, **overrides
+    )
     return BackboneSource(args.backbone, pretrained, config)
 
 
@@ -374,8 +452,12 @@ def build_detector(args: argparse.Namespace, id2label: dict[int, str]) -> tuple[
     fields = {**detector.backbone_fields(backbone.config), **args.detector_config}
     if args.detector == "rt_detr":  # the hybrid encoder hands the decoder encoder_hidden_dim channels per level
         fields["decoder_in_channels"] = [fields.get("encoder_hidden_dim", 256)] * fields["num_feature_levels"]
-    config = detector.config_class(backbone_config=backbone.config, id2label=id2label,
-                                   label2id={name: label for label, name in id2label.items()}, **fields)  # fmt: skip
+    config = detector.config_class(
+        backbone_config=backbone.config,
+        id2label=id2label,
+        label2id={name: label for label, name in id2label.items()},
+        **fields,
+    )
     model = detector.model_class(config)
     if backbone.pretrained:
         report = load_backbone_weights(model, args.backbone)
@@ -411,9 +493,13 @@ def make_dataloaders(
     common = {"num_workers": args.dataloader_num_workers, "generator": torch.Generator().manual_seed(args.seed)}
     return (
         DataLoader(train_images, args.per_device_train_batch_size, collate_fn=Collator(processor, False), **common),
-        DataLoader(EvaluationImages(validation.dataset), args.per_device_eval_batch_size,
-                   collate_fn=Collator(processor, True), **common),
-    )  # fmt: skip
+        DataLoader(
+            EvaluationImages(validation.dataset),
+            args.per_device_eval_batch_size,
+            collate_fn=Collator(processor, True),
+            **common,
+        ),
+    )
 
 
 def make_optimizer(model: PreTrainedModel, args: argparse.Namespace) -> torch.optim.Optimizer:
@@ -429,8 +515,11 @@ def make_optimizer(model: PreTrainedModel, args: argparse.Namespace) -> torch.op
         if parameter.requires_grad and id(parameter) not in in_backbone:
             head["sampling" if any(part in name for part in SAMPLING_LAYERS) else "head"].append(parameter)
     learning_rates = {"head": args.learning_rate, "sampling": args.learning_rate * SAMPLING_LEARNING_RATE_FACTOR}
-    groups += [{"params": params, "lr": learning_rates[part], "weight_decay": args.weight_decay}
-               for part, params in head.items() if params]  # fmt: skip
+    groups += [
+        {"params": params, "lr": learning_rates[part], "weight_decay": args.weight_decay}
+        for part, params in head.items()
+        if params
+    ]
     return torch.optim.AdamW(groups)
 
 
@@ -459,8 +548,6 @@ class TrainingProgress(CheckpointedProgress):
         return entry
 
 
-
-
 def evaluate(
     model: PreTrainedModel,
     processor: BaseImageProcessor,
@@ -487,16 +574,26 @@ def evaluate(
 
 
 def train(
-    args: argparse.Namespace, accelerator: Accelerator, model: PreTrainedModel, optimizer: torch.optim.Optimizer,
-    scheduler: Any, loader: DataLoader, progress: TrainingProgress, evaluate_now: Callable[[], dict[str, float]],
+    args: argparse.Namespace,
+    accelerator: Accelerator,
+    model: PreTrainedModel,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    loader: DataLoader,
+    progress: TrainingProgress,
+    evaluate_now: Callable[[], dict[str, float]],
     trajectory: dict[str, Any],
-) -> None:  # fmt: skip
+) -> None:
     """The optimisation loop from `progress.completed_steps` to `args.max_train_steps`: each epoch's batches from its
     start, minus those a resumed checkpoint already took; checkpoints (carrying `trajectory`, the settings a resumed
     run must share) and evaluations on their step counts."""
     steps_per_epoch = math.ceil(len(loader) / args.gradient_accumulation_steps)
-    bar = tqdm(total=args.max_train_steps, initial=progress.completed_steps, desc="training",
-               disable=not accelerator.is_local_main_process)  # fmt: skip
+    bar = tqdm(
+        total=args.max_train_steps,
+        initial=progress.completed_steps,
+        desc="training",
+        disable=not accelerator.is_local_main_process,
+    )
     saved = TrainingState(model, optimizer, scheduler, progress)
     model.train()
     while progress.completed_steps < args.max_train_steps:
@@ -537,15 +634,20 @@ def train(
 
 
 def save_outputs(
-    args: argparse.Namespace, accelerator: Accelerator, model: PreTrainedModel, processor: BaseImageProcessor,
-    facts: CardFacts, results: dict[str, Any],
-) -> None:  # fmt: skip
+    args: argparse.Namespace,
+    accelerator: Accelerator,
+    model: PreTrainedModel,
+    processor: BaseImageProcessor,
+    facts: CardFacts,
+    results: dict[str, Any],
+) -> None:
     """The model folder (weights, config with the code that loads it as Hub remote code, image processor, model card,
     results.json), written to a temporary sibling and renamed when complete; then pushed to the Hub when asked."""
     state_dict = accelerator.get_state_dict(model)  # on every process: sharded models gather here
     if accelerator.is_main_process:
-        with atomic_directory(args.output_dir, args.overwrite_output_dir, args.inputs,
-                              "--overwrite_output_dir") as folder:
+        with atomic_directory(
+            args.output_dir, args.overwrite_output_dir, args.inputs, "--overwrite_output_dir"
+        ) as folder:
             save_detector(accelerator.unwrap_model(model), folder, state_dict=state_dict)
             processor.save_pretrained(folder)
             (folder / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
@@ -557,8 +659,13 @@ def save_outputs(
     accelerator.wait_for_everyone()
 
 
-def log_run(args: argparse.Namespace, accelerator: Accelerator, model: PreTrainedModel, backbone: BackboneSource,
-            images: tuple[int, int]) -> None:  # fmt: skip
+def log_run(
+    args: argparse.Namespace,
+    accelerator: Accelerator,
+    model: PreTrainedModel,
+    backbone: BackboneSource,
+    images: tuple[int, int],
+) -> None:
     """The run summary: what is trained, on what, for how long, where."""
     origin = "pretrained" if backbone.pretrained else "from scratch"
     batch = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
@@ -574,8 +681,10 @@ def log_run(args: argparse.Namespace, accelerator: Accelerator, model: PreTraine
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the whole example; returns what results.json holds."""
     args = parse_args(argv)
-    accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
-                              mixed_precision=resolve_mixed_precision(args.mixed_precision))  # fmt: skip
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=resolve_mixed_precision(args.mixed_precision),
+    )
     setup_logging(accelerator)
     if args.checkpointing_steps or args.resume_from_checkpoint is not None:
         check_checkpointable(accelerator)
@@ -592,10 +701,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     optimizer = make_optimizer(model, args)
     model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
     # The schedule is not prepared: Accelerate's wrapper would step it once per process.
-    args.max_train_steps = training_steps(train_loader, args.gradient_accumulation_steps, args.num_train_epochs,
-                                          args.max_train_steps)  # fmt: skip
-    scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_training_steps=args.max_train_steps,
-                              num_warmup_steps=warmup_steps(args.num_warmup_steps, args.max_train_steps))  # fmt: skip
+    args.max_train_steps = training_steps(
+        train_loader, args.gradient_accumulation_steps, args.num_train_epochs, args.max_train_steps
+    )
+    scheduler = get_scheduler(
+        args.lr_scheduler_type,
+        optimizer,
+        num_training_steps=args.max_train_steps,
+        num_warmup_steps=warmup_steps(args.num_warmup_steps, args.max_train_steps),
+    )
     trajectory = {name: getattr(args, name) for name in TRAJECTORY_ARGS} | {"num_processes": accelerator.num_processes}
     if args.resume_from_checkpoint is not None:
         check_run_state(args.resume_from_checkpoint, trajectory)
@@ -614,11 +728,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if progress.losses_since_log:
         progress.log(**metrics)
 
-    results = {"metrics": metrics, "steps": progress.completed_steps, "train_seconds_this_run": round(train_seconds, 1),
-               "history": progress.history, "validation_annotations": str(args.validation_annotations),
-               "skipped": {"train": [str(p) for p in train_split.problems],
-                           "validation": [str(p) for p in validation_split.problems]},
-               "args": vars(args)}  # fmt: skip
+    results = {
+        "metrics": metrics,
+        "steps": progress.completed_steps,
+        "train_seconds_this_run": round(train_seconds, 1),
+        "history": progress.history,
+        "validation_annotations": str(args.validation_annotations),
+        "skipped": {
+            "train": [str(p) for p in train_split.problems],
+            "validation": [str(p) for p in validation_split.problems],
+        },
+        "args": vars(args),
+    }
     facts = CardFacts.from_run(args, backbone, metrics, len(train_split.dataset), len(validation_split.dataset))
     save_outputs(args, accelerator, model, processor, facts, results)
     if accelerator.is_main_process:

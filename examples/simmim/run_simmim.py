@@ -98,52 +98,99 @@ GLOO_RELEASE_TIMEOUT_S, GLOO_RELEASE_POLL_S = 10.0, 0.001  # see wait_for_main_p
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("data")
-    data.add_argument("--train_dir", type=Path, default=None,
-                      help="A folder of images (datasets' imagefolder; labels ignored). Default: the embedded digits.")
+    data.add_argument(
+        "--train_dir",
+        type=Path,
+        default=None,
+        help="A folder of images (datasets' imagefolder; labels ignored). Default: the embedded digits.",
+    )
     data.add_argument("--max_train_samples", type=int, default=None, help="Use only the first N images (quick runs).")
-    data.add_argument("--dataloader_num_workers", type=int, default=0,
-                      help="Data-loading worker processes (0: the main one).")
+    data.add_argument(
+        "--dataloader_num_workers", type=int, default=0, help="Data-loading worker processes (0: the main one)."
+    )
     model = parser.add_argument_group("model")
-    model.add_argument("--model_name_or_path", default=None,
-                       help="Continue from a swinv2_hf folder or Hub id (e.g. a converted SimMIM checkpoint).")
-    model.add_argument("--config_name", default=None,
-                       help=f"A preset ({', '.join(sorted(PRESETS))}) or a config.json to train from scratch. "
-                            "Default: the classification example's small SwinV2 for the 32 px digits.")
+    model.add_argument(
+        "--model_name_or_path",
+        default=None,
+        help="Continue from a swinv2_hf folder or Hub id (e.g. a converted SimMIM checkpoint).",
+    )
+    model.add_argument(
+        "--config_name",
+        default=None,
+        help=f"A preset ({', '.join(sorted(PRESETS))}) or a config.json to train from scratch. "
+        "Default: the classification example's small SwinV2 for the 32 px digits.",
+    )
     model.add_argument("--image_size", type=int, default=None, help="Training resolution (default: the config's).")
     model.add_argument("--mask_ratio", type=float, default=0.6, help="Share of the mask patches that are masked.")
-    model.add_argument("--mask_patch_size", type=int, default=None,
-                       help="Side of the masked squares in pixels; a multiple of the model's patch size dividing the "
-                            "image. Default: 32 px at 192 px, scaled with the image size (4 px at 32 px).")
-    model.add_argument("--norm_target_patch_size", type=int, default=None,
-                       help="Odd window of the target normalisation, 0 for raw pixels. Default: 47 at 192 px, scaled.")
+    model.add_argument(
+        "--mask_patch_size",
+        type=int,
+        default=None,
+        help="Side of the masked squares in pixels; a multiple of the model's patch size dividing the "
+        "image. Default: 32 px at 192 px, scaled with the image size (4 px at 32 px).",
+    )
+    model.add_argument(
+        "--norm_target_patch_size",
+        type=int,
+        default=None,
+        help="Odd window of the target normalisation, 0 for raw pixels. Default: 47 at 192 px, scaled.",
+    )
     model.add_argument("--gradient_checkpointing", action="store_true", help="Recompute every block in backward.")
     train = parser.add_argument_group("training")
     train.add_argument("--per_device_train_batch_size", type=int, default=64, help="Images per process and step.")
     train.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Micro-batches per update.")
     train.add_argument("--learning_rate", type=float, default=2e-3, help="Peak learning rate of AdamW.")
-    train.add_argument("--weight_decay", type=float, default=0.05,
-                       help="AdamW decay (not on biases, norms, logit scales, position-bias MLPs, the mask token).")
+    train.add_argument(
+        "--weight_decay",
+        type=float,
+        default=0.05,
+        help="AdamW decay (not on biases, norms, logit scales, position-bias MLPs, the mask token).",
+    )
     train.add_argument("--num_train_epochs", type=int, default=10, help="Epochs over the training images.")
     train.add_argument("--max_train_steps", type=int, default=None, help="Stop after this many updates (not epochs).")
-    train.add_argument("--num_warmup_steps", type=float, default=0.1,
-                       help="Linear warmup before the cosine: updates, or a fraction of them below 1.")
+    train.add_argument(
+        "--num_warmup_steps",
+        type=float,
+        default=0.1,
+        help="Linear warmup before the cosine: updates, or a fraction of them below 1.",
+    )
     train.add_argument("--max_grad_norm", type=float, default=5.0, help="Clip the gradient norm (0: off).")
-    train.add_argument("--mixed_precision", choices=MIXED_PRECISION_CHOICES, default=None,
-                       help="Autocast precision; auto: bf16 where the device computes it natively (default: the "
-                            "accelerate config's).")
+    train.add_argument(
+        "--mixed_precision",
+        choices=MIXED_PRECISION_CHOICES,
+        default=None,
+        help="Autocast precision; auto: bf16 where the device computes it natively (default: the accelerate config's).",
+    )
     train.add_argument("--seed", type=int, default=0, help="Seeds the initialisation, the order and every mask.")
-    train.add_argument("--fsdp2", action="store_true",
-                       help="Shard with PyTorch's FSDP2 (fully_shard per SwinV2Block and at the root), for runs where "
-                            "accelerate's FSDP plugin is unavailable (CPU processes over gloo). Without checkpoints.")
+    train.add_argument(
+        "--fsdp2",
+        action="store_true",
+        help="Shard with PyTorch's FSDP2 (fully_shard per SwinV2Block and at the root), for runs where "
+        "accelerate's FSDP plugin is unavailable (CPU processes over gloo). Without checkpoints.",
+    )
     output = parser.add_argument_group("output")
     output.add_argument("--output_dir", type=Path, required=True, help="Where the Hub-ready folder is written.")
-    output.add_argument("--overwrite_output_dir", action="store_true", help="Replace an existing --output_dir and an earlier run's checkpoints.")
-    output.add_argument("--checkpoint_dir", type=Path, default=None,
-                        help="Where checkpoints go (default: <output_dir>_checkpoints, outside the Hub folder).")
-    output.add_argument("--checkpointing_steps", default=None,
-                        help="Save the training state every N updates, or 'epoch' after each epoch.")
-    output.add_argument("--resume_from_checkpoint", default=None,
-                        help="A checkpoint folder of this script, or 'latest' for the newest in --checkpoint_dir.")
+    output.add_argument(
+        "--overwrite_output_dir",
+        action="store_true",
+        help="Replace an existing --output_dir and an earlier run's checkpoints.",
+    )
+    output.add_argument(
+        "--checkpoint_dir",
+        type=Path,
+        default=None,
+        help="Where checkpoints go (default: <output_dir>_checkpoints, outside the Hub folder).",
+    )
+    output.add_argument(
+        "--checkpointing_steps",
+        default=None,
+        help="Save the training state every N updates, or 'epoch' after each epoch.",
+    )
+    output.add_argument(
+        "--resume_from_checkpoint",
+        default=None,
+        help="A checkpoint folder of this script, or 'latest' for the newest in --checkpoint_dir.",
+    )
     output.add_argument("--logging_steps", type=int, default=10, help="Show the averaged loss every N updates.")
     output.add_argument("--push_to_hub", action="store_true", help="Upload the output folder to --hub_model_id.")
     output.add_argument("--hub_model_id", default=None, help="Repository id for --push_to_hub (user/name).")
@@ -161,24 +208,37 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
         parser.error(f"--mask_ratio must lie strictly between 0 and 1, got {args.mask_ratio}.")
     if args.model_name_or_path and args.config_name:
         parser.error("Give --model_name_or_path (continue from weights) or --config_name (from scratch), not both.")
-    for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs", "logging_steps",
-                 "max_train_steps", "image_size", "mask_patch_size"):  # fmt: skip
+    for name in (
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "num_train_epochs",
+        "logging_steps",
+        "max_train_steps",
+        "image_size",
+        "mask_patch_size",
+    ):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}.")
     if args.learning_rate <= 0 or args.max_grad_norm < 0 or args.num_warmup_steps < 0:
         parser.error("--learning_rate must be positive, --max_grad_norm and --num_warmup_steps at least 0.")
     norm_patch = args.norm_target_patch_size
     if norm_patch is not None and (norm_patch < 0 or (norm_patch > 0 and norm_patch % 2 == 0)):
-        parser.error(f"--norm_target_patch_size must be odd (a window centred on each pixel) or 0 for raw pixels, "
-                     f"got {args.norm_target_patch_size}.")
+        parser.error(
+            f"--norm_target_patch_size must be odd (a window centred on each pixel) or 0 for raw pixels, "
+            f"got {args.norm_target_patch_size}."
+        )
     if args.checkpointing_steps not in (None, "epoch"):
         if not args.checkpointing_steps.isdigit() or int(args.checkpointing_steps) < 1:
-            parser.error(f"--checkpointing_steps must be a positive number of updates or 'epoch', got "
-                         f"{args.checkpointing_steps!r}.")
+            parser.error(
+                f"--checkpointing_steps must be a positive number of updates or 'epoch', got "
+                f"{args.checkpointing_steps!r}."
+            )
         args.checkpointing_steps = int(args.checkpointing_steps)
     if args.fsdp2 and (args.checkpointing_steps or args.resume_from_checkpoint):
-        parser.error("--fsdp2 trains without checkpoints; for sharded runs that checkpoint, use accelerate's FSDP "
-                     "plugin (examples/accelerate_configs/fsdp.yaml) or DeepSpeed instead.")
+        parser.error(
+            "--fsdp2 trains without checkpoints; for sharded runs that checkpoint, use accelerate's FSDP "
+            "plugin (examples/accelerate_configs/fsdp.yaml) or DeepSpeed instead."
+        )
     # What the run reads, which the folder written at the end may never replace (Hub ids, presets, 'latest': no paths).
     named = (args.train_dir, args.model_name_or_path, args.config_name, args.resume_from_checkpoint)
     args.inputs = [args.checkpoint_dir, *(Path(path) for path in named if path is not None and Path(path).exists())]
@@ -246,9 +306,13 @@ class SimMIMDataset(torch.utils.data.Dataset):
     def __init__(self, images: list[dict[str, Any]], image_size: int, masks: MaskGenerator, seed: int) -> None:
         self.images, self.masks, self.seed = images, masks, seed
         self.transform = common.TrainTransform(
-            size=(image_size, image_size), crop_scale_min=CROP_SCALE_MIN, hflip_probability=FLIP_PROBABILITY,
-            resample=Image.Resampling.BICUBIC, mean=Preprocessing.mean, std=Preprocessing.std,
-        )  # fmt: skip
+            size=(image_size, image_size),
+            crop_scale_min=CROP_SCALE_MIN,
+            hflip_probability=FLIP_PROBABILITY,
+            resample=Image.Resampling.BICUBIC,
+            mean=Preprocessing.mean,
+            std=Preprocessing.std,
+        )
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -304,8 +368,9 @@ def build_model(args: argparse.Namespace) -> SwinV2ForMaskedImageModeling:
         model = SwinV2ForMaskedImageModeling(load_config(args, **resolution))
     config = model.config
     if not isinstance(config.image_size, int):
-        raise InputError(f"SimMIM here trains square images; the config has image_size {config.image_size}. "
-                         "Pass --image_size.")
+        raise InputError(
+            f"SimMIM here trains square images; the config has image_size {config.image_size}. Pass --image_size."
+        )
     if config.image_size % config.encoder_stride:
         raise InputError(
             f"The image size ({config.image_size} px) must be a multiple of the encoder's stride "
@@ -334,17 +399,24 @@ def build_data(
         dataset = SimMIMDataset(load_images(args), config.image_size, masks, args.seed)
     global_batch = args.per_device_train_batch_size * accelerator.num_processes
     if len(dataset) < global_batch:
-        raise InputError(f"{len(dataset)} images cannot fill one batch of {global_batch} "
-                         f"({accelerator.num_processes} processes x {args.per_device_train_batch_size}); lower "
-                         "--per_device_train_batch_size or add images.")
+        raise InputError(
+            f"{len(dataset)} images cannot fill one batch of {global_batch} "
+            f"({accelerator.num_processes} processes x {args.per_device_train_batch_size}); lower "
+            "--per_device_train_batch_size or add images."
+        )
     dataloader = torch.utils.data.DataLoader(
-        dataset, batch_size=args.per_device_train_batch_size, shuffle=True, drop_last=True,
+        dataset,
+        batch_size=args.per_device_train_batch_size,
+        shuffle=True,
+        drop_last=True,
         num_workers=args.dataloader_num_workers,
     )
     return dataset, dataloader
 
 
-def build_optimizer(args: argparse.Namespace, accelerator: Accelerator, model: torch.nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(
+    args: argparse.Namespace, accelerator: Accelerator, model: torch.nn.Module
+) -> torch.optim.Optimizer:
     """AdamW in the Swin recipe's groups; DeepSpeed's clipping set to `--max_grad_norm`."""
     groups = parameter_groups(model, args.learning_rate, args.weight_decay)
     if accelerator.state.deepspeed_plugin is not None:  # DeepSpeed clips by its config: make "auto" mean our flag
@@ -490,7 +562,7 @@ def train(
             micro_losses = []
             bar.update(1)
             if progress.completed_steps % args.logging_steps == 0:
-                bar.set_postfix(loss=f"{np.mean(progress.losses[-args.logging_steps:]):.4f}", epoch=progress.epoch)
+                bar.set_postfix(loss=f"{np.mean(progress.losses[-args.logging_steps :]):.4f}", epoch=progress.epoch)
             if wants_checkpoint(args, progress, end_of_epoch=False):
                 save_checkpoint(accelerator, args.checkpoint_dir, progress.completed_steps, state, saved)
             if progress.completed_steps >= max_train_steps:
@@ -538,8 +610,9 @@ def save_outputs(
             dataset=args.train_dir.name if args.train_dir else "sklearn-digits",
             extra_tags=["simmim"],
         )
-        with atomic_directory(args.output_dir, args.overwrite_output_dir, args.inputs,
-                              "--overwrite_output_dir") as folder:
+        with atomic_directory(
+            args.output_dir, args.overwrite_output_dir, args.inputs, "--overwrite_output_dir"
+        ) as folder:
             plain.save_pretrained(folder, state_dict={key: value.contiguous() for key, value in state_dict.items()})
             processor.save_pretrained(folder)
             render_model_card(config, facts).save(folder / "README.md")
@@ -577,8 +650,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         **device_arguments(),
     )
     if args.fsdp2 and accelerator.distributed_type != DistributedType.MULTI_CPU:
-        raise InputError("--fsdp2 is for several CPU processes (torchrun --nproc_per_node N); on GPUs launch with "
-                         "examples/accelerate_configs/fsdp.yaml instead.")
+        raise InputError(
+            "--fsdp2 is for several CPU processes (torchrun --nproc_per_node N); on GPUs launch with "
+            "examples/accelerate_configs/fsdp.yaml instead."
+        )
     setup_logging(accelerator)
     if args.checkpointing_steps or checkpoint is not None:
         check_checkpointable(accelerator)
@@ -603,10 +678,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         model, optimizer, dataloader = accelerator.prepare(model, optimizer, dataloader)
     # Warmup and cosine decay to zero, in optimiser steps; not prepared (Accelerate's wrapper steps once per process).
-    max_train_steps = training_steps(dataloader, args.gradient_accumulation_steps, args.num_train_epochs,
-                                     args.max_train_steps)  # fmt: skip
-    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup_steps(args.num_warmup_steps, max_train_steps),
-                                                max_train_steps)  # fmt: skip
+    max_train_steps = training_steps(
+        dataloader, args.gradient_accumulation_steps, args.num_train_epochs, args.max_train_steps
+    )
+    scheduler = get_cosine_schedule_with_warmup(
+        optimizer, warmup_steps(args.num_warmup_steps, max_train_steps), max_train_steps
+    )
 
     progress = Progress()
     prepare_checkpoint_directory(accelerator, args.checkpoint_dir, resuming=checkpoint is not None)

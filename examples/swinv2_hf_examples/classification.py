@@ -259,9 +259,11 @@ def load_image_folders(args: DataArguments) -> datasets.DatasetDict:
     splits = datasets.load_dataset("imagefolder", data_files=data_files, cache_dir=args.dataset_cache_dir)
     # imagefolder numbers the classes of each split's own folders; renumber by the train folder's classes.
     return datasets.DatasetDict(
-        {name: split.cast_column("label", datasets.ClassLabel(names=classes)) if name != "train" else split
-         for name, split in splits.items()}
-    )  # fmt: skip
+        {
+            name: split.cast_column("label", datasets.ClassLabel(names=classes)) if name != "train" else split
+            for name, split in splits.items()
+        }
+    )
 
 
 def load_cached_dataset(args: DataArguments) -> datasets.DatasetDict:
@@ -399,15 +401,18 @@ def load_data(args: DataArguments) -> ImageData:
         raise InputError(f"imagefolder found no classes under {args.train_dir}: put each class in its own sub-folder.")
     label_column = find_column(train, args.label_column_name, LABEL_COLUMNS, "label")
     labels = class_names(train, label_column)
-    splits = datasets.DatasetDict({name: split.cast_column(image_column, datasets.Image(decode=False))
-                                   for name, split in splits.items()})  # fmt: skip
+    splits = datasets.DatasetDict(
+        {name: split.cast_column(image_column, datasets.Image(decode=False)) for name, split in splits.items()}
+    )
     check_labels(splits, label_column, labels)
     splits = complete_splits(splits, args, label_column)
-    splits = datasets.DatasetDict({
-        "train": subset(splits["train"], args.max_train_samples),
-        "validation": subset(splits["validation"], args.max_eval_samples),
-        "test": subset(splits["test"], args.max_eval_samples),
-    })  # fmt: skip
+    splits = datasets.DatasetDict(
+        {
+            "train": subset(splits["train"], args.max_train_samples),
+            "validation": subset(splits["validation"], args.max_eval_samples),
+            "test": subset(splits["test"], args.max_eval_samples),
+        }
+    )
     for split in splits.values():
         check_images(split[image_column])
     return ImageData(splits, image_column, label_column, labels)
@@ -513,8 +518,10 @@ class ImageExamples(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         example = self.split[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        return {"pixel_values": self.transform(open_image(example[self.image_column]), rng),
-                "labels": example[self.label_column]}  # fmt: skip
+        return {
+            "pixel_values": self.transform(open_image(example[self.image_column]), rng),
+            "labels": example[self.label_column],
+        }
 
 
 def collate(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -704,9 +711,24 @@ def load_metric() -> evaluate.EvaluationModule:
 
 
 # The config fields that fix the weights' shapes and meaning, and the resolution trained at.
-ARCHITECTURE_FIELDS = ("image_size", "patch_size", "num_channels", "embed_dim", "depths", "num_heads", "window_size",
-                       "pretrained_window_sizes", "mlp_ratio", "qkv_bias", "use_absolute_embeddings",
-                       "extra_norm_period", "cpb_mlp_hidden_size", "encoder_stride", "num_labels", "id2label")
+ARCHITECTURE_FIELDS = (
+    "image_size",
+    "patch_size",
+    "num_channels",
+    "embed_dim",
+    "depths",
+    "num_heads",
+    "window_size",
+    "pretrained_window_sizes",
+    "mlp_ratio",
+    "qkv_bias",
+    "use_absolute_embeddings",
+    "extra_norm_period",
+    "cpb_mlp_hidden_size",
+    "encoder_stride",
+    "num_labels",
+    "id2label",
+)
 
 
 def architecture(config: SwinV2Config) -> dict[str, Any]:
@@ -724,14 +746,25 @@ def run_inputs(data: DataArguments, model: ModelArguments, resume_from_checkpoin
     """The local paths a run reads, which its outputs may never replace: the model folder or config file, the image
     folders, the datasets cache and the checkpoint to resume (presets, cached dataset names and 'latest' are not
     paths; 'latest' lies in the run's checkpoints, beside the model folder)."""
-    named = (model.model_name_or_path, data.train_dir, data.validation_dir, data.test_dir, data.dataset_cache_dir,
-             resume_from_checkpoint)  # fmt: skip
+    named = (
+        model.model_name_or_path,
+        data.train_dir,
+        data.validation_dir,
+        data.test_dir,
+        data.dataset_cache_dir,
+        resume_from_checkpoint,
+    )
     return [path for path in named if path is not None and Path(path).exists()]
 
 
 # Arguments that only make sense above zero, in both scripts (a batch of 0 fails deep inside a data loader).
-POSITIVE_ARGUMENTS = ("learning_rate", "num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size",
-                      "gradient_accumulation_steps")  # fmt: skip
+POSITIVE_ARGUMENTS = (
+    "learning_rate",
+    "num_train_epochs",
+    "per_device_train_batch_size",
+    "per_device_eval_batch_size",
+    "gradient_accumulation_steps",
+)
 
 
 def require_positive(arguments: Any) -> None:
@@ -777,10 +810,19 @@ class RunSummary:
 
 
 def card_facts(summary: RunSummary, repo_id: str, preprocessing: str) -> CardFacts:
-    results = {f"top-{k} accuracy": round(100 * summary.test_metrics[f"top{k}_accuracy"], 2)
-               for k in (1, 5) if f"top{k}_accuracy" in summary.test_metrics}  # fmt: skip
-    return CardFacts(repo_id=repo_id, model_name=repo_id.rsplit("/", 1)[-1], preprocessing=preprocessing,
-                     results=results, dataset=summary.dataset, extra_tags=[Path(summary.script).stem])  # fmt: skip
+    results = {
+        f"top-{k} accuracy": round(100 * summary.test_metrics[f"top{k}_accuracy"], 2)
+        for k in (1, 5)
+        if f"top{k}_accuracy" in summary.test_metrics
+    }
+    return CardFacts(
+        repo_id=repo_id,
+        model_name=repo_id.rsplit("/", 1)[-1],
+        preprocessing=preprocessing,
+        results=results,
+        dataset=summary.dataset,
+        extra_tags=[Path(summary.script).stem],
+    )
 
 
 def training_section(summary: RunSummary) -> str:
@@ -837,8 +879,10 @@ def finish(summary: RunSummary, model_dir: Path, data: ImageData, push_to: str |
     classifier = pipeline("image-classification", model=str(model_dir))
     best = classifier(open_image(example[data.image_column]), top_k=1)[0]
     true_label = data.labels[example[data.label_column]]
-    print(f"pipeline('image-classification') on held-out test image 0: predicted {best['label']!r} "
-          f"(score {best['score']:.3f}), true label {true_label!r}")
+    print(
+        f"pipeline('image-classification') on held-out test image 0: predicted {best['label']!r} "
+        f"(score {best['score']:.3f}), true label {true_label!r}"
+    )
 
 
 def plot_curves(summary: RunSummary, path: Path) -> None:
@@ -851,8 +895,9 @@ def plot_curves(summary: RunSummary, path: Path) -> None:
     figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4))
     steps, losses = zip(*summary.train_losses) if summary.train_losses else ((), ())
     loss_axes.plot(steps, losses, label="train", linewidth=0.8)
-    loss_axes.plot([e["step"] for e in summary.evaluations], [e["loss"] for e in summary.evaluations], "o-",
-                   label="validation")  # fmt: skip
+    loss_axes.plot(
+        [e["step"] for e in summary.evaluations], [e["loss"] for e in summary.evaluations], "o-", label="validation"
+    )
     loss_axes.set(xlabel="optimiser step", ylabel="loss", title="loss")
     loss_axes.legend()
     for k in (1, 5):
@@ -871,6 +916,11 @@ def hyperparameters(model: SwinV2ForImageClassification, values: dict[str, Any])
     """The settings a card and the results JSON state: the architecture and the recipe's values."""
     config = model.config
     height, width = to_pair(config.image_size, "image_size")
-    architecture = {"image_size": f"{height}x{width}", "patch_size": config.patch_size, "embed_dim": config.embed_dim,
-                    "depths": list(config.depths), "window_size": config.window_size}  # fmt: skip
+    architecture = {
+        "image_size": f"{height}x{width}",
+        "patch_size": config.patch_size,
+        "embed_dim": config.embed_dim,
+        "depths": list(config.depths),
+        "window_size": config.window_size,
+    }
     return {**architecture, **values}

@@ -157,8 +157,11 @@ def checkpoint_step(path: Path) -> int | None:
 def complete_checkpoints(directory: Path) -> list[Path]:
     """The checkpoints in `directory` that were written to the end (they have a run state), oldest first. Whether
     their files are intact is `checkpoint_damage`'s question."""
-    found = [path for path in directory.glob(f"{CHECKPOINT_PREFIX}*")
-             if checkpoint_step(path) is not None and (path / RUN_STATE).is_file()]  # fmt: skip
+    found = [
+        path
+        for path in directory.glob(f"{CHECKPOINT_PREFIX}*")
+        if checkpoint_step(path) is not None and (path / RUN_STATE).is_file()
+    ]
     return sorted(found, key=checkpoint_step)
 
 
@@ -177,8 +180,10 @@ def _read_run_state(checkpoint: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"{RUN_STATE} is unreadable ({error})") from error
     if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{RUN_STATE} is not of this checkpoint format ({CHECKPOINT_FORMAT}); checkpoints of "
-                         "earlier versions held pickles, which are not loaded")  # fmt: skip
+        raise ValueError(
+            f"{RUN_STATE} is not of this checkpoint format ({CHECKPOINT_FORMAT}); checkpoints of "
+            "earlier versions held pickles, which are not loaded"
+        )
     return saved
 
 
@@ -215,8 +220,10 @@ def _newest_intact(directory: Path) -> Path:
             return checkpoint
         damaged.append(f"{checkpoint.name} ({damage})")
     found = f": {'; '.join(damaged)}" if damaged else ""
-    raise InputError(f"--resume_from_checkpoint latest: no intact {CHECKPOINT_PREFIX}N checkpoint in {directory}"
-                     f"{found}. Start a new run with --overwrite_output_dir.")  # fmt: skip
+    raise InputError(
+        f"--resume_from_checkpoint latest: no intact {CHECKPOINT_PREFIX}N checkpoint in {directory}"
+        f"{found}. Start a new run with --overwrite_output_dir."
+    )
 
 
 def checkpoint_to_resume(requested: str | Path | None, directory: Path, overwrite: bool) -> Path | None:
@@ -240,8 +247,10 @@ def checkpoint_to_resume(requested: str | Path | None, directory: Path, overwrit
         )
     damage = checkpoint_damage(path)
     if damage is not None:
-        raise InputError(f"--resume_from_checkpoint {path} is damaged: {damage}. Resume from another checkpoint or "
-                         "'latest' (the newest intact one).")  # fmt: skip
+        raise InputError(
+            f"--resume_from_checkpoint {path} is damaged: {damage}. Resume from another checkpoint or "
+            "'latest' (the newest intact one)."
+        )
     return path
 
 
@@ -254,8 +263,11 @@ def check_same_run(checkpoint: Path, saved: dict[str, Any], expected: dict[str, 
     """Refuse a checkpoint that another model or run wrote, naming what differs: loading it would fail deep inside
     with a shape error, or silently continue something else."""
     expected = as_json(expected)
-    differences = [f"{name}: checkpoint {saved.get(name)!r}, this run {value!r}"
-                   for name, value in expected.items() if saved.get(name) != value]  # fmt: skip
+    differences = [
+        f"{name}: checkpoint {saved.get(name)!r}, this run {value!r}"
+        for name, value in expected.items()
+        if saved.get(name) != value
+    ]
     if differences:
         raise InputError(
             f"{checkpoint} was written by another model or run and cannot continue this one "
@@ -330,9 +342,10 @@ def _save_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
 def _load_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
     with safe_open(path, framework="pt") as file:
         metadata = file.metadata()
-        state: dict[int, dict[str, Any]] = {int(index): dict(values)
-                                            for index, values in json.loads(metadata["scalars"]).items()}  # fmt: skip
-        for key in file.keys():
+        state: dict[int, dict[str, Any]] = {
+            int(index): dict(values) for index, values in json.loads(metadata["scalars"]).items()
+        }
+        for key in file.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
             index, name = key.split(".", 1)
             state.setdefault(int(index), {})[name] = file.get_tensor(key)
     optimizer.load_state_dict({"state": state, "param_groups": json.loads(metadata["param_groups"])})
@@ -362,16 +375,31 @@ def save_checkpoint(
             save_model(accelerator.unwrap_model(training.model), folder / MODEL_FILE)
             _save_optimizer(training.optimizer, folder / OPTIMIZER_FILE)
             scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
-            _write_json(folder / TRAINING_STATE_FILE, {
-                "progress": training.progress.state_dict(), "lr_scheduler": training.lr_scheduler.state_dict(),
-                "accelerator_step": accelerator.step, "grad_scaler": scaler,
-            })  # fmt: skip
+            _write_json(
+                folder / TRAINING_STATE_FILE,
+                {
+                    "progress": training.progress.state_dict(),
+                    "lr_scheduler": training.lr_scheduler.state_dict(),
+                    "accelerator_step": accelerator.step,
+                    "grad_scaler": scaler,
+                },
+            )
             for process, states in enumerate(random_states):
                 _write_json(folder / _random_states_file(process), states)
-            files = {path.name: {"bytes": path.stat().st_size, "sha256": _sha256(path)}
-                     for path in folder.iterdir() if path.name != MARKER}  # fmt: skip
-            _write_json(folder / RUN_STATE, {"format": CHECKPOINT_FORMAT, "settings": as_json(run_state),
-                                             "processes": accelerator.num_processes, "files": files})  # fmt: skip
+            files = {
+                path.name: {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+                for path in folder.iterdir()
+                if path.name != MARKER
+            }
+            _write_json(
+                folder / RUN_STATE,
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "settings": as_json(run_state),
+                    "processes": accelerator.num_processes,
+                    "files": files,
+                },
+            )
         for old in complete_checkpoints(directory)[:-keep] if keep else []:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
@@ -383,8 +411,10 @@ def _loaded(path: Path, load: Callable[[], Any]) -> Any:
     try:
         return load()
     except Exception as error:  # a file that passed its hash yet does not fit: another model, or planted content
-        raise InputError(f"{path} cannot be loaded into this run ({type(error).__name__}: "
-                         f"{str(error).strip().splitlines()[0] if str(error).strip() else 'no detail'}).") from error
+        raise InputError(
+            f"{path} cannot be loaded into this run ({type(error).__name__}: "
+            f"{str(error).strip().splitlines()[0] if str(error).strip() else 'no detail'})."
+        ) from error
 
 
 def load_checkpoint(accelerator: Accelerator, checkpoint: Path, training: TrainingState) -> None:
@@ -392,8 +422,10 @@ def load_checkpoint(accelerator: Accelerator, checkpoint: Path, training: Traini
     checked against their recorded hashes when the checkpoint was chosen."""
     processes = _read_run_state(checkpoint)["processes"]
     if processes != accelerator.num_processes:
-        raise InputError(f"{checkpoint} was saved by {processes} processes and holds their random states; resume "
-                         f"it with {processes} processes, not {accelerator.num_processes}.")  # fmt: skip
+        raise InputError(
+            f"{checkpoint} was saved by {processes} processes and holds their random states; resume "
+            f"it with {processes} processes, not {accelerator.num_processes}."
+        )
     model = accelerator.unwrap_model(training.model)
     _loaded(checkpoint / MODEL_FILE, lambda: load_model(model, checkpoint / MODEL_FILE, strict=True))
     _loaded(checkpoint / OPTIMIZER_FILE, lambda: _load_optimizer(training.optimizer, checkpoint / OPTIMIZER_FILE))
