@@ -70,7 +70,8 @@ def usage_snippet(repo_id: str, architecture: str) -> str:
     if architecture == "SwinV2ForImageClassification":
         return (
             "from transformers import pipeline\n\n"
-            f'classifier = pipeline("image-classification", model="{repo_id}", trust_remote_code=True)\n'
+            f'repo = "{repo_id}"\n'
+            'classifier = pipeline("image-classification", model=repo, trust_remote_code=True)\n'
             f'print(classifier("{SAMPLE_IMAGE_URL}", top_k=5))'
         )
     _, auto_class, _ = _TASKS[architecture]
@@ -79,9 +80,10 @@ def usage_snippet(repo_id: str, architecture: str) -> str:
         f"from transformers import AutoImageProcessor, {auto_class}",
         "from transformers.image_utils import load_image",
         "",
+        f'repo = "{repo_id}"',
         f'image = load_image("{SAMPLE_IMAGE_URL}")',
-        f'processor = AutoImageProcessor.from_pretrained("{repo_id}")',
-        f'model = {auto_class}.from_pretrained("{repo_id}", trust_remote_code=True).eval()',
+        "processor = AutoImageProcessor.from_pretrained(repo)",
+        f"model = {auto_class}.from_pretrained(repo, trust_remote_code=True).eval()",
         'pixel_values = processor(image, return_tensors="pt").pixel_values',
     ]
     if architecture == "SwinV2ForMaskedImageModeling":

@@ -335,7 +335,8 @@ import runpy
 import signal
 import sys
 
-from swinv2_hf import atomic, training
+from swinv2_hf import atomic
+from swinv2_hf_examples import runtime
 
 point, script = sys.argv[1], sys.argv[2]
 sys.argv = sys.argv[2:]
@@ -359,7 +360,7 @@ def die_on_third(function, after):
 if point == "early":
     os.kill(os.getpid(), signal.SIGKILL)
 if point == "mid-write":
-    training._save_optimizer = die_on_third(training._save_optimizer, after=False)
+    runtime._save_optimizer = die_on_third(runtime._save_optimizer, after=False)
 if point == "swapped":
     atomic._replace_directory = die_on_third(atomic._replace_directory, after=True)
 runpy.run_path(script, run_name="__main__")
