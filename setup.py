@@ -1,12 +1,16 @@
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
+VERSION = re.search(r'__version__ = "(.+)"', Path(__file__).with_name("swinv2_hf").joinpath("version.py").read_text())[
+    1
+]
 ONNX = ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"]
 
 setup(
     name="swinv2_hf",
-    version="0.1.0",
+    version=VERSION,
     description="Swin Transformer V2 (arXiv 2111.09883) as Hugging Face Transformers models, exact to the original",
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",

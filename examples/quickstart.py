@@ -16,8 +16,7 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageClassification, pipeline
 
-from swinv2_hf import SwinV2Backbone, SwinV2ForImageClassification
-from swinv2_hf.hub_folder import convert_checkpoint
+from swinv2_hf import SwinV2Backbone, SwinV2ForImageClassification, convert_checkpoint
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 CASE = "C"  # saved as the releases are: {'model': state_dict} with the original's buffers

@@ -13,11 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from swinv2_hf import SwinV2Config
-from swinv2_hf.configuration_swinv2_hf import RELEASES
-from swinv2_hf.hub_folder import describe_preprocessing
-from swinv2_hf.model_card import CardFacts, render_model_card
-from swinv2_hf.sources import Preprocessing
+from swinv2_hf import RELEASES, CardFacts, Preprocessing, SwinV2Config, describe_preprocessing, render_model_card
 
 CARDS = Path(__file__).resolve().parent
 DEFAULT_NAMESPACE = "swinv2-hf"

@@ -15,9 +15,22 @@ from transformers import (
 from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
 from transformers.models.vit.image_processing_vit import ViTImageProcessor
 
-from .configuration_swinv2_hf import PRESETS, SwinV2Config
+from .atomic import MARKER, atomic_directory, atomic_file, clear_leftovers, prepare_output
+from .configuration_swinv2_hf import PRESETS, RELEASES, VARIANTS, SwinV2Config
+from .deployment import check_size, export, load_model_folder, read_size_range
+from .hub_folder import (
+    convert_checkpoint,
+    describe_preprocessing,
+    export_folder,
+    image_processor_for,
+    push_folder,
+    save_detector,
+    write_model_folder,
+)
+from .model_card import CardFacts, render_model_card, size_name
 from .modeling_swinv2_hf import (
     SwinV2Backbone,
+    SwinV2Block,
     SwinV2ForImageClassification,
     SwinV2ForMaskedImageModeling,
     SwinV2ImageClassifierOutput,
@@ -26,8 +39,10 @@ from .modeling_swinv2_hf import (
     SwinV2ModelOutput,
     SwinV2PreTrainedModel,
 )
-
-__version__ = "0.1.0"
+from .optim import parameter_groups
+from .sources import Preprocessing
+from .transfer import load_backbone_weights, pretraining_windows, transfer_config
+from .version import __version__
 
 
 def register() -> None:
@@ -51,15 +66,49 @@ def register() -> None:
 register()
 
 __all__ = [
-    "PRESETS",
+    # Configuration and the paper's sizes and the released checkpoints
     "SwinV2Config",
+    "VARIANTS",
+    "PRESETS",
+    "RELEASES",
+    # Models
     "SwinV2PreTrainedModel",
     "SwinV2Model",
     "SwinV2ForImageClassification",
     "SwinV2ForMaskedImageModeling",
     "SwinV2Backbone",
+    "SwinV2Block",
     "SwinV2ModelOutput",
     "SwinV2ImageClassifierOutput",
     "SwinV2MaskedImageModelingOutput",
     "register",
+    # Training and transfer
+    "parameter_groups",
+    "transfer_config",
+    "load_backbone_weights",
+    "pretraining_windows",
+    # Conversion and publishing
+    "convert_checkpoint",
+    "export_folder",
+    "Preprocessing",
+    "image_processor_for",
+    "describe_preprocessing",
+    "write_model_folder",
+    "save_detector",
+    "push_folder",
+    "CardFacts",
+    "render_model_card",
+    "size_name",
+    # Deployment
+    "export",
+    "load_model_folder",
+    "read_size_range",
+    "check_size",
+    # Outputs that are complete or absent
+    "MARKER",
+    "prepare_output",
+    "atomic_directory",
+    "atomic_file",
+    "clear_leftovers",
+    "__version__",
 ]

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import __version__
+from .version import __version__
 
 logger = logging.getLogger(__name__)
 

@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> None:
         )
     elif args.to in deployment.FORMATS:
         report = deployment.export(
-            deployment.load_model(args.model_dir),
+            deployment.load_model_folder(args.model_dir),
             args.output,
             to=args.to,
             height=args.height,

@@ -339,6 +339,11 @@ class SwinV2Config(BackboneConfigMixin, PretrainedConfig):
         super().__init__(**kwargs)
 
     @property
+    def image_height_width(self) -> tuple[int, int]:
+        """`image_size` as (height, width), whether it was given as one side or two."""
+        return to_pair(self.image_size, "image_size")
+
+    @property
     def stage_channels(self) -> list[int]:
         """Channels of every entry of `stage_names` (the stem has the first stage's width)."""
         return [self.embed_dim] + [self.embed_dim * 2**index for index in range(self.num_layers)]
@@ -349,7 +354,7 @@ class SwinV2Config(BackboneConfigMixin, PretrainedConfig):
         `num_labels` is checked as passed: transformers turns it into `id2label`, and a negative count into an empty
         one, which reads back as 0 (no head) without a word.
         """
-        to_pair(self.image_size, "image_size")
+        self.image_height_width  # noqa: B018  (raises on a malformed image_size)
         integer = isinstance(num_labels, int) and not isinstance(num_labels, bool)
         if num_labels is not None and (not integer or num_labels < 0):
             raise ValueError(

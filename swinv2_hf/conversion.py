@@ -27,7 +27,7 @@ from collections.abc import Mapping
 
 import torch
 
-from .configuration_swinv2_hf import SwinV2Config, to_pair
+from .configuration_swinv2_hf import SwinV2Config
 from .modeling_swinv2_hf import (
     COORDINATE_RANGE,
     SwinV2PreTrainedModel,
@@ -272,8 +272,7 @@ def original_buffers(config: SwinV2Config) -> dict[str, torch.Tensor]:
     Raises:
         CheckpointError: an image size the original cannot build (maps not divisible by their windows).
     """
-    image_size, patch_size = to_pair(config.image_size, "image_size"), to_pair(config.patch_size, "patch_size")
-    height, width = (size // patch for size, patch in zip(image_size, patch_size))
+    height, width = (side // config.patch_size for side in config.image_height_width)
     buffers: dict[str, torch.Tensor] = {}
     for stage, depth in enumerate(config.depths):
         window, shift = window_and_shift(height, width, config.window_size)
@@ -337,7 +336,7 @@ def check_original_buffers(state_dict: Mapping[str, torch.Tensor], config: SwinV
             configured = expected.get(key)
             if configured is None or configured.shape != value.shape or not torch.equal(configured, value):
                 tokens = value.shape[0] * value.shape[1]
-                side = math.isqrt(tokens) * to_pair(config.patch_size, "patch_size")[0] * 2**stage
+                side = math.isqrt(tokens) * config.patch_size * 2**stage
                 raise CheckpointError(
                     f"{key} is the shift mask of a {value.shape[0]}-window map ({tokens} tokens in stage {stage}, "
                     f"an image of about {side} px), which the config (image size {config.image_size}, window "

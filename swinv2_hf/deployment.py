@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .atomic import atomic_file
-from .configuration_swinv2_hf import SwinV2Config, to_pair
+from .configuration_swinv2_hf import SwinV2Config
 from .hub_folder import check_model_folder
 from .modeling_swinv2_hf import (
     SwinV2Backbone,
@@ -161,7 +161,7 @@ class GraphModule(nn.Module):
         return tuple(getattr(output, name) for name in self.names)
 
 
-def load_model(model_dir: str | os.PathLike) -> SwinV2PreTrainedModel:
+def load_model_folder(model_dir: str | os.PathLike) -> SwinV2PreTrainedModel:
     """The swinv2_hf model a saved folder holds, in eval mode, as the class its config names.
 
     Raises:
@@ -349,7 +349,7 @@ def export(
             f"--quantize {quantize} is available for onnx (onnxruntime) and torchscript (torch.ao); not for {to}."
         )
     config = model.config
-    image_height, image_width = to_pair(config.image_size, "image_size")
+    image_height, image_width = config.image_height_width
     height, width = height or image_height, width or image_width
     model = model.eval()
     reference = GraphModule(model).eval()

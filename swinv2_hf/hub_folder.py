@@ -30,7 +30,7 @@ from transformers.models.convnext.image_processing_pil_convnext import ConvNextI
 from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
 
 from .atomic import MARKER, atomic_directory, atomic_file, prepare_output
-from .configuration_swinv2_hf import RELEASES, SwinV2Config, size_of, size_variant, to_pair
+from .configuration_swinv2_hf import RELEASES, SwinV2Config, size_of, size_variant
 from .conversion import (
     CheckpointError,
     check_original_buffers,
@@ -152,7 +152,7 @@ def transformers_config(config: SwinV2Config) -> TransformersSwinv2Config:
 def _why_transformers_cannot_run(config: SwinV2Config) -> str | None:
     if config.extra_norm_period:
         return "transformers' Swinv2 has no main-branch LayerNorm (SwinV2-H/G)"
-    height, width = to_pair(config.image_size, "image_size")
+    height, width = config.image_height_width
     if height != width:
         return "transformers clips windows per side on non-square maps, the original by the smaller side"
     return None
@@ -175,9 +175,8 @@ def main_output(model: torch.nn.Module, pixel_values: torch.Tensor) -> torch.Ten
     config = model.config
     with torch.no_grad():
         if "MaskedImageModeling" in type(model).__name__:
-            height, width = to_pair(config.image_size, "image_size")
-            patch = to_pair(config.patch_size, "patch_size")
-            patches = (height // patch[0]) * (width // patch[1])
+            height, width = config.image_height_width
+            patches = (height // config.patch_size) * (width // config.patch_size)
             mask = torch.rand(1, patches, generator=torch.Generator().manual_seed(0)) < 0.6
             return model(pixel_values, bool_masked_pos=mask.expand(len(pixel_values), -1)).reconstruction
         outputs = model(pixel_values)
@@ -191,7 +190,7 @@ def verify(model: SwinV2PreTrainedModel, checkpoint: SourceCheckpoint) -> tuple[
     if reason is not None:
         return None, reason
     reference = _reference_model(model, checkpoint)
-    height, width = to_pair(model.config.image_size, "image_size")
+    height, width = model.config.image_height_width
     generator = torch.Generator().manual_seed(0)
     pixel_values = torch.randn(VERIFICATION_BATCH, model.config.num_channels, height, width, generator=generator)
     difference = (main_output(model, pixel_values) - main_output(reference, pixel_values)).abs().max().item()
@@ -216,7 +215,7 @@ def image_processor_for(config: SwinV2Config, preprocessing: Preprocessing) -> B
     images go through PIL's `convert("RGB")`, which clips values to 0-255 rather than rescaling them; scale such
     images to 8 bits first.
     """
-    height, width = to_pair(config.image_size, "image_size")
+    height, width = config.image_height_width
     common = {
         "resample": _RESAMPLING[preprocessing.resample],
         "image_mean": list(preprocessing.mean),
@@ -229,7 +228,7 @@ def image_processor_for(config: SwinV2Config, preprocessing: Preprocessing) -> B
 
 
 def describe_preprocessing(config: SwinV2Config, preprocessing: Preprocessing) -> str:
-    height, width = to_pair(config.image_size, "image_size")
+    height, width = config.image_height_width
     if height == width and height < 384 and preprocessing.crop_fraction < 1:
         resize = f"resize the shorter side to {int(height / preprocessing.crop_fraction)}, centre crop {height}"
     else:
@@ -364,7 +363,7 @@ def convert_checkpoint(
 
 def _export_config(config: SwinV2Config, target: str, processor: dict, transformers_class: type) -> dict:
     """config.json of the exported folder: timm's Hub format, or transformers' Swinv2Config."""
-    height, width = to_pair(config.image_size, "image_size")
+    height, width = config.image_height_width
     if target == "transformers":
         return {**transformers_config(config).to_dict(), "architectures": [transformers_class.__name__]}
     return {
@@ -375,7 +374,7 @@ def _export_config(config: SwinV2Config, target: str, processor: dict, transform
         "global_pool": "avg",
         "model_args": {
             "img_size": [height, width],
-            "patch_size": to_pair(config.patch_size, "patch_size")[0],
+            "patch_size": config.patch_size,
             "in_chans": config.num_channels,
             "embed_dim": config.embed_dim,
             "depths": list(config.depths),

@@ -11,7 +11,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import modeling_swinv2_hf
-from .configuration_swinv2_hf import SIZES, VARIANTS, ZOO_URL, SwinV2Config, Variant, size_of, to_pair
+from .configuration_swinv2_hf import SIZES, VARIANTS, ZOO_URL, SwinV2Config, Variant, size_of
 from .modeling_swinv2_hf import SwinV2PreTrainedModel
 
 TEMPLATE = Path(__file__).with_name("templates") / "model_card.md"
@@ -56,7 +56,7 @@ def size_name(config: SwinV2Config) -> str:
 def count_parameters_and_flops(config: SwinV2Config, architecture: str) -> tuple[int, float]:
     """Parameters and multiply-adds of one image at the config's size, on the meta device (no memory, no time)."""
     model_class: type[SwinV2PreTrainedModel] = getattr(modeling_swinv2_hf, architecture)
-    height, width = to_pair(config.image_size, "image_size")
+    height, width = config.image_height_width
     with torch.device("meta"):
         model = model_class(config).eval()
         pixels = torch.empty(1, config.num_channels, height, width)
@@ -153,7 +153,7 @@ def render_model_card(config: SwinV2Config, facts: CardFacts) -> ModelCard:
     parameters, multiply_adds = count_parameters_and_flops(config, facts.architecture)
     published_flops = f"; published {release.gflops}G" if release and release.gflops else ""
     published_params = f" (published {release.params_millions}M)" if release and release.params_millions else ""
-    height, width = to_pair(config.image_size, "image_size")
+    height, width = config.image_height_width
     pretrained_windows = [w for w in config.pretrained_window_sizes if w]
     return ModelCard.from_template(
         card_data,

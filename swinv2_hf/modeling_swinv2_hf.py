@@ -45,7 +45,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BackboneOutput
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, ModelOutput, cached_file, logging
 
-from .configuration_swinv2_hf import SwinV2Config, to_pair
+from .configuration_swinv2_hf import SwinV2Config
 from .kernels import cosine_query_key, gelu_mlp, linear, standard_ops_only, window_chunk
 
 logger = logging.get_logger(__name__)
@@ -254,7 +254,7 @@ class SwinV2Embeddings(nn.Module):
         self.projection = nn.Conv2d(config.num_channels, config.embed_dim, config.patch_size, config.patch_size)
         self.norm = nn.LayerNorm(config.embed_dim, eps=config.layer_norm_eps) if config.patch_norm else None
         self.mask_token = nn.Parameter(torch.zeros(1, 1, config.embed_dim)) if use_mask_token else None
-        image_height, image_width = to_pair(config.image_size, "image_size")
+        image_height, image_width = config.image_height_width
         self.patch_grid = (image_height // config.patch_size, image_width // config.patch_size)
         self.position_embeddings = (
             nn.Parameter(torch.zeros(1, self.patch_grid[0] * self.patch_grid[1], config.embed_dim))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from .configuration_swinv2_hf import SwinV2Config, to_pair
+from .configuration_swinv2_hf import SwinV2Config
 from .modeling_swinv2_hf import SwinV2Backbone, window_and_shift
 
 
@@ -24,10 +24,7 @@ def pretraining_windows(config: SwinV2Config) -> tuple[int, ...]:
     stage of 192 px models: window 12 -> 6)."""
     if any(config.pretrained_window_sizes):
         return tuple(config.pretrained_window_sizes)
-    height, width = (
-        size // patch
-        for size, patch in zip(to_pair(config.image_size, "image_size"), to_pair(config.patch_size, "patch_size"))
-    )
+    height, width = (side // config.patch_size for side in config.image_height_width)
     windows = []
     for _ in config.depths:
         windows.append(window_and_shift(height, width, config.window_size)[0])

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from swinv2_hf import PRESETS, SwinV2Config, SwinV2ForMaskedImageModeling
-from swinv2_hf.modeling_swinv2_hf import SwinV2Block
+from swinv2_hf import PRESETS, SwinV2Block, SwinV2Config, SwinV2ForMaskedImageModeling
 
 GIB = 2**30
 # Bytes per parameter under bf16 mixed precision with AdamW, all sharded over the GPUs. DeepSpeed ZeRO-3: bf16

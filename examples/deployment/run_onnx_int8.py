@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime
 from transformers import AutoImageProcessor
 
-from swinv2_hf.deployment import check_size, export, load_model, read_size_range
+from swinv2_hf import check_size, export, load_model_folder, read_size_range
 from swinv2_hf_examples import classification as common
 
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     graph = args.output or args.model_dir.parent / "model-int8.onnx"
     if not graph.exists():
         report = export(
-            load_model(args.model_dir),
+            load_model_folder(args.model_dir),
             graph,
             to="onnx",
             exporter="torchscript",

@@ -41,8 +41,7 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser, get_cosine_schedule_with_warmup
 
-from swinv2_hf.hub_folder import image_processor_for
-from swinv2_hf.optim import parameter_groups
+from swinv2_hf import image_processor_for, parameter_groups
 from swinv2_hf_examples import classification as common
 from swinv2_hf_examples.classification import DataArguments, ImageData, ModelArguments, OutputArguments, argument
 from swinv2_hf_examples.runtime import (

@@ -30,8 +30,7 @@ import torch
 from transformers import EvalPrediction, HfArgumentParser, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from swinv2_hf.hub_folder import image_processor_for
-from swinv2_hf.optim import parameter_groups
+from swinv2_hf import image_processor_for, parameter_groups
 from swinv2_hf_examples import classification as common
 from swinv2_hf_examples.classification import DataArguments, ModelArguments, OutputArguments
 from swinv2_hf_examples.runtime import (

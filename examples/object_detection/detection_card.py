@@ -10,8 +10,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from swinv2_hf import SwinV2Config
-from swinv2_hf.model_card import size_name
+from swinv2_hf import SwinV2Config, size_name
 
 TEMPLATE = Path(__file__).with_name("card_template.md")
 LICENSE = "apache-2.0"  # the code; the card says that the weights inherit their data's terms

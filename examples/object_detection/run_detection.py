@@ -23,7 +23,7 @@ step (0.51 s against 2.16 s of CPU time at 128 px) and reached a higher mAP@0.5 
 after 200 steps on the synthetic shapes), and it takes any image size with a pixel mask, where RT-DETR needs sides
 divisible by 32.
 
-`--backbone` is a swinv2_hf folder (weights put in with `swinv2_hf.transfer.load_backbone_weights`, windows enlarged for
+`--backbone` is a swinv2_hf folder (weights put in with `swinv2_hf.load_backbone_weights`, windows enlarged for
 the detection resolution with `transfer_config`: the paper's 256 px / window 8 -> 800+ px / window 16), a preset
 name or a config JSON (from scratch). Output: a folder that `pipeline("object-detection", model=DIR)` loads once
 `swinv2_hf` is imported, or with `trust_remote_code=True` where it is not installed (model and the code that loads it,
@@ -79,11 +79,18 @@ from transformers.models.deformable_detr.image_processing_pil_deformable_detr im
 from transformers.models.rt_detr.image_processing_pil_rt_detr import RTDetrImageProcessorPil
 from transformers.utils.versions import require_version
 
-from swinv2_hf import PRESETS, SwinV2Backbone, SwinV2Config
-from swinv2_hf.atomic import atomic_directory, prepare_output
-from swinv2_hf.hub_folder import push_folder, save_detector
-from swinv2_hf.optim import parameter_groups
-from swinv2_hf.transfer import load_backbone_weights, transfer_config
+from swinv2_hf import (
+    PRESETS,
+    SwinV2Backbone,
+    SwinV2Config,
+    atomic_directory,
+    load_backbone_weights,
+    parameter_groups,
+    prepare_output,
+    push_folder,
+    save_detector,
+    transfer_config,
+)
 from swinv2_hf_examples.runtime import (
     MIXED_PRECISION_CHOICES,
     CheckpointedProgress,

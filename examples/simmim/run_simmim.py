@@ -50,13 +50,21 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 from transformers.utils.versions import require_version
 
-from swinv2_hf import PRESETS, SwinV2Config, SwinV2ForMaskedImageModeling
-from swinv2_hf.atomic import atomic_directory, prepare_output
-from swinv2_hf.hub_folder import describe_preprocessing, image_processor_for, push_folder
-from swinv2_hf.model_card import CardFacts, render_model_card
-from swinv2_hf.modeling_swinv2_hf import SwinV2Block
-from swinv2_hf.optim import parameter_groups
-from swinv2_hf.sources import Preprocessing
+from swinv2_hf import (
+    PRESETS,
+    CardFacts,
+    Preprocessing,
+    SwinV2Block,
+    SwinV2Config,
+    SwinV2ForMaskedImageModeling,
+    atomic_directory,
+    describe_preprocessing,
+    image_processor_for,
+    parameter_groups,
+    prepare_output,
+    push_folder,
+    render_model_card,
+)
 from swinv2_hf_examples import classification as common
 from swinv2_hf_examples.runtime import (
     MIXED_PRECISION_CHOICES,

@@ -7,8 +7,8 @@ Data: a local image folder (`datasets`' imagefolder: one sub-folder per class), 
 Face cache (by name), or the embedded default `digits`: scikit-learn's 1,797 handwritten digits (8x8, 10 classes),
 upscaled to 32x32 RGB, with a fixed stratified train/validation/test split. Nothing is downloaded.
 
-The recipe follows the Swin fine-tuning code of microsoft/Swin-Transformer and SimMIM (MIT): AdamW with the parameter
-groups of `swinv2_hf.optim` (layer-wise learning-rate decay; no weight decay on biases, norms, `logit_scale`, the
+The recipe follows the Swin fine-tuning code of microsoft/Swin-Transformer and SimMIM (MIT): AdamW with
+`swinv2_hf.parameter_groups` (layer-wise learning-rate decay; no weight decay on biases, norms, `logit_scale`, the
 continuous-position-bias MLP and the absolute position embeddings); warmup + cosine schedule; label smoothing;
 optional mixup/cutmix (as timm's `Mixup`).
 """
@@ -32,13 +32,20 @@ from PIL import Image, UnidentifiedImageError
 from transformers import AutoImageProcessor, pipeline
 from transformers.image_processing_utils import BaseImageProcessor
 
-from swinv2_hf import PRESETS, SwinV2Config, SwinV2ForImageClassification
-from swinv2_hf.atomic import atomic_directory, atomic_file, prepare_output
-from swinv2_hf.configuration_swinv2_hf import to_pair
-from swinv2_hf.hub_folder import describe_preprocessing, push_folder, write_model_folder
-from swinv2_hf.model_card import CardFacts
-from swinv2_hf.sources import ORIGINAL_CROP_FRACTION, Preprocessing
-from swinv2_hf.transfer import pretraining_windows
+from swinv2_hf import (
+    PRESETS,
+    CardFacts,
+    Preprocessing,
+    SwinV2Config,
+    SwinV2ForImageClassification,
+    atomic_directory,
+    atomic_file,
+    describe_preprocessing,
+    prepare_output,
+    pretraining_windows,
+    push_folder,
+    write_model_folder,
+)
 from swinv2_hf_examples.runtime import InputError, as_json
 
 EXAMPLES = Path(__file__).resolve().parents[1]
@@ -485,7 +492,7 @@ class EvalTransform:
 
 def train_transform(processor: BaseImageProcessor, config: SwinV2Config, args: DataArguments) -> TrainTransform:
     return TrainTransform(
-        size=to_pair(config.image_size, "image_size"),
+        size=config.image_height_width,
         crop_scale_min=args.crop_scale_min,
         hflip_probability=args.hflip_probability,
         resample=Image.Resampling(processor.resample),
@@ -551,7 +558,7 @@ def check_resolution(config: SwinV2Config) -> None:
                 return f"stage {stage + 1}'s {grid}x{grid} map is not a whole number of {config.window_size}-windows"
         return None
 
-    for side in set(to_pair(config.image_size, "image_size")):
+    for side in set(config.image_height_width):
         why = problem(side)
         if why is not None:
             fitting = [s for s in range(config.patch_size, 4 * side + 1, config.patch_size) if problem(s) is None]
@@ -565,7 +572,7 @@ def check_resolution(config: SwinV2Config) -> None:
 def transfer_overrides(saved: SwinV2Config, args: ModelArguments) -> dict[str, Any]:
     """Config overrides for training a saved model at another resolution or window: the position-bias MLPs are
     reused, with coordinates normalised by the windows the weights were trained with (paper eq. 4;
-    `swinv2_hf.transfer.pretraining_windows`)."""
+    `swinv2_hf.pretraining_windows`)."""
     overrides: dict[str, Any] = {}
     if args.image_size is not None:
         overrides["image_size"] = args.image_size
@@ -639,8 +646,8 @@ def load_model(
         if getattr(args, name) is not None:
             setattr(config, name, getattr(args, name))
     check_resolution(config)
-    crop = 1.0 if data.is_digits else ORIGINAL_CROP_FRACTION  # a digit fills its image: nothing to crop away
-    return SwinV2ForImageClassification(config), Preprocessing(crop_fraction=crop)
+    # A digit fills its image: nothing to crop away. Other images get the original's evaluation crop.
+    return SwinV2ForImageClassification(config), Preprocessing(crop_fraction=1.0) if data.is_digits else Preprocessing()
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -915,7 +922,7 @@ def plot_curves(summary: RunSummary, path: Path) -> None:
 def hyperparameters(model: SwinV2ForImageClassification, values: dict[str, Any]) -> dict[str, Any]:
     """The settings a card and the results JSON state: the architecture and the recipe's values."""
     config = model.config
-    height, width = to_pair(config.image_size, "image_size")
+    height, width = config.image_height_width
     architecture = {
         "image_size": f"{height}x{width}",
         "patch_size": config.patch_size,

@@ -5,8 +5,8 @@ run that wrote them. Model knowledge (parameter groups, atomic outputs, image pr
 A checkpoint is `<directory>/step_N`: the weights and the optimiser state in safetensors, the schedule, the progress
 and every process's random states in JSON (Accelerate's `save_state` would pickle the last three, and its
 `load_state` unpickles them), and `run_state.json`: the settings that fix the run's trajectory (architecture, data,
-batching, seed) and each file's size and SHA-256. It is an atomic output of `swinv2_hf.atomic`, written by the main
-process once every process has handed over its random states, so a run killed while saving keeps its previous
+batching, seed) and each file's size and SHA-256. It is written with `swinv2_hf.atomic_directory` by the main process
+once every process has handed over its random states, so a run killed while saving keeps its previous
 checkpoints. Resuming checks every file against its hash before loading anything; `latest` takes the newest intact
 checkpoint and says what was wrong with any newer one.
 """
@@ -34,7 +34,7 @@ from accelerate.utils import DistributedType, gather_object
 from safetensors import safe_open
 from safetensors.torch import load_model, save_file, save_model
 
-from swinv2_hf.atomic import MARKER, atomic_directory, clear_leftovers
+from swinv2_hf import MARKER, atomic_directory, clear_leftovers
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
