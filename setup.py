@@ -6,6 +6,8 @@ from setuptools import find_packages, setup
 VERSION = re.search(r'__version__ = "(.+)"', Path(__file__).with_name("swinv2_hf").joinpath("version.py").read_text())[
     1
 ]
+# The demo app: gradio, and the sample images of scikit-image and scikit-learn (shipped inside the packages).
+DEMO = ["gradio>=6,<7", "matplotlib>=3.7", "scikit-image>=0.19", "scikit-learn>=1.3"]
 ONNX = ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"]
 
 setup(
@@ -16,9 +18,10 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    # The examples' shared code installs beside the package, so that each script imports it without path tricks.
-    packages=[*find_packages(include=["swinv2_hf", "swinv2_hf.*"]), "swinv2_hf_examples"],
-    package_dir={"swinv2_hf_examples": "examples/swinv2_hf_examples"},
+    # The examples' shared code and the demo install beside the package: scripts import them without path tricks, and
+    # `swinv2-hf space` finds the demo app.
+    packages=[*find_packages(include=["swinv2_hf", "swinv2_hf.*"]), "swinv2_hf_examples", "swinv2_hf_demo"],
+    package_dir={"swinv2_hf_examples": "examples/swinv2_hf_examples", "swinv2_hf_demo": "examples/demo"},
     package_data={"swinv2_hf": ["templates/*.md"]},
     entry_points={"console_scripts": ["swinv2-hf = swinv2_hf.cli:main"]},
     install_requires=[
@@ -33,7 +36,9 @@ setup(
     extras_require={
         # onnx: the exporters (onnxscript for torch's dynamo exporter) and onnxruntime to check and quantize.
         "onnx": ONNX,
-        "dev": ["pytest>=8", "pytest-timeout>=2", "ruff>=0.15", "matplotlib>=3.7", "scipy>=1.10", *ONNX],
+        # playwright: drives Debian's chromium in the demo's browser test (no browser download).
+        "dev": ["pytest>=8", "pytest-timeout>=2", "ruff>=0.15", "scipy>=1.10", "playwright>=1.50", *ONNX, *DEMO],
+        "demo": DEMO,
         "benchmarks": ["matplotlib>=3.7"],
         # scipy: the DETR losses' matching; pycocotools: COCO mAP; scikit-image: the example's photographs.
         "examples": [

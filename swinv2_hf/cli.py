@@ -5,6 +5,7 @@
     swinv2-hf export --model-dir DIR --to {original,timm,transformers} --output PATH [--overwrite]
     swinv2-hf export --model-dir DIR --to {onnx,torch-export,torchscript} --output PATH [--dynamic-axes] [--opset N]
                      [--quantize int8] [--exporter {dynamo,torchscript}] [--height H] [--width W] [--overwrite]
+    swinv2-hf space --model REPO_ID --output DIR [--push SPACE_ID] [--overwrite]
 
 Bad input (an unknown name, a checkpoint that does not fit, an existing output) ends with a one-line error and exit
 status 2, with nothing written.
@@ -15,6 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+
+from swinv2_hf_demo.space import push_space, write_space
 
 from . import deployment
 from .conversion import SOURCES
@@ -82,11 +85,25 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
     )
 
 
+def _add_space(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "space",
+        help="a Hub Space folder (Gradio) that demonstrates a model repository",
+        description="Write a Space folder with the demo app (examples/demo/app.py), its requirements and the front "
+        "matter that makes the Hub run it with Gradio, for a model repository on the Hub; optionally upload it.",
+    )
+    parser.add_argument("--model", required=True, help="the model repository the Space shows (user/name)")
+    parser.add_argument("--output", required=True, help="the folder to write (must not exist without --overwrite)")
+    parser.add_argument("--push", metavar="SPACE_ID", help="also upload the folder to this Space (user/name)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="swinv2-hf", description=__doc__.split("\n\n")[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_convert(subparsers)
     _add_export(subparsers)
+    _add_space(subparsers)
     return parser
 
 
@@ -104,6 +121,11 @@ def run(args: argparse.Namespace) -> None:
             check=not args.no_verify,
             max_shard_size=args.max_shard_size,
         )
+    elif args.command == "space":
+        folder = write_space(args.model, args.output, overwrite=args.overwrite)
+        print(f"written: {folder}")
+        if args.push:
+            print(f"pushed: {push_space(folder, args.push)}")
     elif args.to in deployment.FORMATS:
         report = deployment.export(
             deployment.load_model_folder(args.model_dir),

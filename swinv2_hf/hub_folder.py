@@ -171,12 +171,14 @@ def _reference_model(model: SwinV2PreTrainedModel, checkpoint: SourceCheckpoint)
 
 
 def main_output(model: torch.nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
-    """Logits, reconstruction (with a fixed mask) or the final features: what a model of each task is for."""
-    config = model.config
+    """Logits, reconstruction (with a fixed mask) or the final features: what a model of each task is for.
+
+    `model` is ours or transformers' Swinv2 (the reference), so only what both configs have is read.
+    """
     with torch.no_grad():
         if "MaskedImageModeling" in type(model).__name__:
-            height, width = config.image_height_width
-            patches = (height // config.patch_size) * (width // config.patch_size)
+            height, width = pixel_values.shape[2:]
+            patches = (height // model.config.patch_size) * (width // model.config.patch_size)
             mask = torch.rand(1, patches, generator=torch.Generator().manual_seed(0)) < 0.6
             return model(pixel_values, bool_masked_pos=mask.expand(len(pixel_values), -1)).reconstruction
         outputs = model(pixel_values)
@@ -276,13 +278,22 @@ def save_detector(model: PreTrainedModel, save_directory: str | os.PathLike, **s
     custom_object_save(detector_class, save_directory)  # the module and, recursively, the files it imports
 
 
-def push_folder(folder: Path, repo_id: str, private: bool = False, commit_message: str | None = None) -> str:
-    """Upload a folder to a Hub model repository (created when missing); returns the repository URL."""
+def push_folder(
+    folder: Path,
+    repo_id: str,
+    private: bool = False,
+    commit_message: str | None = None,
+    repo_type: str = "model",
+    space_sdk: str | None = None,
+) -> str:
+    """Upload a folder to a Hub repository (a model's unless `repo_type` says otherwise; created when missing, a Space
+    with `space_sdk`); returns the repository URL."""
     api = HfApi()
-    url = api.create_repo(repo_id, private=private, exist_ok=True)
+    url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type, space_sdk=space_sdk)
     api.upload_folder(
         folder_path=folder,
         repo_id=repo_id,
+        repo_type=repo_type,
         commit_message=commit_message or "Upload SwinV2 model",
         ignore_patterns=[MARKER],
     )

@@ -1,18 +1,20 @@
 """A Hugging Face Hub look-alike on loopback, so tests can push and load repos with the real client code and no network.
 
 It answers the subset of the Hub protocol that `huggingface_hub` (2.4) and `transformers` (5) use to create a model
-repo, commit files to it (regular files inline, large or binary ones through the git-LFS "basic" transfer) and download
-them again (repo info, tree listing, `resolve` with HEAD, GET and Range). Errors carry the Hub's status codes and
-`X-Error-Code` headers, because the client turns exactly those into `RepositoryNotFoundError`,
+or Space repo, commit files to it (regular files inline, large or binary ones through the git-LFS "basic" transfer) and
+download them again (repo info, tree listing, `resolve` with HEAD, GET and Range). Errors carry the Hub's status
+codes and `X-Error-Code` headers, because the client turns exactly those into `RepositoryNotFoundError`,
 `RevisionNotFoundError` and `EntryNotFoundError`, and transformers relies on them to skip optional files.
 
 Xet storage is not implemented. With `hf_xet` installed the client uploads every LFS file through Xet without asking
 the server, so client processes must run with `HF_HUB_DISABLE_XET=1`: `FakeHub.client_env` sets it. Downloads never
 use Xet because the server sends no `X-Xet-*` headers.
 
-Only model repos, only the `main` branch (files can also be read at any past commit sha), no pull requests. Repos
-live on disk under the given root: file contents in `objects/<sha256>`, and per repo `refs/main` plus one JSON file
-per commit holding the complete file list of that commit.
+Model and Space repos (no datasets), only the `main` branch (files can also be read at any past commit sha), no pull
+requests. As on the Hub, a model and a Space with the same id are two repos: the client tells them apart by URL, with
+`/api/models/` or `/api/spaces/` in API paths and a `spaces/` prefix in git and file URLs. Repos live on disk under the
+given root: file contents in `objects/<sha256>`, and per repo, under `models/<id>` or `spaces/<id>`, `refs/main` plus
+one JSON file per commit holding the complete file list of that commit (and for a Space the SDK it was created with).
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ import yaml
 
 USER = "user"
 BRANCH = "main"
+MODEL, SPACE = "model", "space"
+# The SDKs the Hub runs Spaces with (huggingface_hub's SPACES_SDK_TYPES); a Space cannot be created without one.
+SPACE_SDKS = ("gradio", "streamlit", "docker", "static")
 # The Hub stores files of 10 MB or more (MiB here), and any file whose first bytes look binary, in LFS.
 LFS_THRESHOLD = 10 * 1024 * 1024
 CHUNK = 1 << 20
@@ -48,6 +53,11 @@ _RANGE = re.compile(r"bytes=(?:(\d+)-(\d*)|-(\d+))")
 _COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 _REPO = r"(?P<repo_id>[^/]+/[^/]+)"
 _REVISION = r"(?P<revision>[^/]+)"
+# The repo type is plural in API paths ("/api/models/...", "/api/spaces/..."); git and file URLs prefix Spaces with
+# "spaces/" and models with nothing, so a model route sees no `repo_type` and its handler's default applies.
+_API_TYPE = rf"(?P<repo_type>{MODEL}|{SPACE})s"
+_URL_TYPE = rf"(?:(?P<repo_type>{SPACE})s/)?"
+_URL_PREFIX = {MODEL: "", SPACE: f"{SPACE}s/"}
 
 
 def _sha1(data: bytes) -> str:
@@ -113,12 +123,12 @@ class Blob:
         return {**entry, "lfs": self._lfs_info("oid")} if self.lfs else entry
 
     def sibling(self, path: str) -> dict[str, Any]:
-        """The file's entry in the `siblings` of a model info."""
+        """The file's entry in the `siblings` of a model or Space info."""
         entry = {"rfilename": path, "size": self.size, "blobId": self.git_oid}
         return {**entry, "lfs": self._lfs_info("sha256")} if self.lfs else entry
 
     def _lfs_info(self, sha256_key: str) -> dict[str, Any]:
-        """LFS details, whose sha256 is called "oid" in `/tree` listings and "sha256" in model infos."""
+        """LFS details, whose sha256 is called "oid" in `/tree` listings and "sha256" in repo infos."""
         return {sha256_key: self.sha256, "size": self.size, "pointerSize": len(_lfs_pointer(self.sha256, self.size))}
 
 
@@ -211,46 +221,60 @@ class Store:
         os.replace(temporary.name, target)
         return True
 
-    def _repo(self, repo_id: str) -> Path:
-        return self.root / "models" / repo_id
+    def _repo(self, repo_id: str, repo_type: str) -> Path:
+        """Each repo type has its own folder, so a model and a Space with the same id never share a file."""
+        return self.root / f"{repo_type}s" / repo_id
 
-    def _ref(self, repo_id: str) -> Path:
+    def _ref(self, repo_id: str, repo_type: str) -> Path:
         """A repo exists once its branch points to its first commit."""
-        return self._repo(repo_id) / "refs" / BRANCH
+        return self._repo(repo_id, repo_type) / "refs" / BRANCH
 
-    def create_repo(self, repo_id: str) -> bool:
-        """Create the repo with an empty first commit, as the Hub does; False when it already exists."""
+    def create_repo(self, repo_id: str, repo_type: str = MODEL, sdk: str | None = None) -> bool:
+        """Create the repo with an empty first commit, as the Hub does; False when it already exists. A Space keeps
+        the `sdk` it was created with, which its info reports until a README names one."""
         with self._lock:
-            if self._ref(repo_id).is_file():
+            if self._ref(repo_id, repo_type).is_file():
                 return False
-            self._write_commit(repo_id, None, "initial commit", {})
+            if sdk is not None:
+                _write_atomically(self._repo(repo_id, repo_type) / "sdk", sdk.encode())
+            self._write_commit(repo_id, repo_type, None, "initial commit", {})
             return True
 
-    def resolve(self, repo_id: str, revision: str) -> Commit:
+    def created_sdk(self, repo_id: str) -> str | None:
+        """The SDK a Space was created with."""
+        path = self._repo(repo_id, SPACE) / "sdk"
+        return path.read_text() if path.is_file() else None
+
+    def resolve(self, repo_id: str, revision: str, repo_type: str = MODEL) -> Commit:
         """The commit a branch name or a commit sha points to."""
-        if not self._ref(repo_id).is_file():
+        ref = self._ref(repo_id, repo_type)
+        if not ref.is_file():
             raise HubError.repo_not_found()
         if revision == BRANCH:
-            revision = self._ref(repo_id).read_text()
-        commit_file = self._repo(repo_id) / "commits" / f"{revision}.json"
+            revision = ref.read_text()
+        commit_file = self._repo(repo_id, repo_type) / "commits" / f"{revision}.json"
         if not _COMMIT_SHA.fullmatch(revision) or not commit_file.is_file():
             raise HubError.revision_not_found(revision)
         return Commit.load(commit_file)
 
-    def commit(self, repo_id: str, title: str, change: Callable[[dict[str, Blob]], None]) -> Commit:
+    def commit(
+        self, repo_id: str, title: str, change: Callable[[dict[str, Blob]], None], repo_type: str = MODEL
+    ) -> Commit:
         """Apply `change` to a copy of the head's files and record the result as the new head of `main`."""
         with self._lock:
-            head = self.resolve(repo_id, BRANCH)
+            head = self.resolve(repo_id, BRANCH, repo_type)
             files = dict(head.files)
             change(files)
-            return self._write_commit(repo_id, head.sha, title, files)
+            return self._write_commit(repo_id, repo_type, head.sha, title, files)
 
-    def _write_commit(self, repo_id: str, parent: str | None, title: str, files: dict[str, Blob]) -> Commit:
+    def _write_commit(
+        self, repo_id: str, repo_type: str, parent: str | None, title: str, files: dict[str, Blob]
+    ) -> Commit:
         date = _now()
         listing = json.dumps([parent, title, date, time.time_ns(), sorted((n, b.git_oid) for n, b in files.items())])
         commit = Commit(_sha1(listing.encode()), parent, title, date, files)
-        _write_atomically(self._repo(repo_id) / "commits" / f"{commit.sha}.json", commit.dump())
-        _write_atomically(self._ref(repo_id), commit.sha.encode())
+        _write_atomically(self._repo(repo_id, repo_type) / "commits" / f"{commit.sha}.json", commit.dump())
+        _write_atomically(self._ref(repo_id, repo_type), commit.sha.encode())
         return commit
 
 
@@ -346,7 +370,9 @@ class _Handler(BaseHTTPRequestHandler):
         for methods, pattern, handler in _ROUTES:
             match = pattern.fullmatch(path)
             if match and self.command in methods:
-                return handler(self, **{key: unquote(value or "") for key, value in match.groupdict().items()})
+                # Optional parts of the path that are absent (revision, folder, repo type) take the handler's default.
+                arguments = {key: unquote(value) for key, value in match.groupdict().items() if value is not None}
+                return handler(self, **arguments)
         raise HubError(404, f"FakeHub has no route for {self.command} {path}")
 
     def _send(self, response: Response) -> None:
@@ -369,6 +395,10 @@ class _Handler(BaseHTTPRequestHandler):
         if not self.headers.get("Authorization", "").startswith("Bearer "):
             raise HubError(401, "Invalid credentials in Authorization header")
 
+    def _repo_url(self, repo_id: str, repo_type: str) -> str:
+        """The repo's web URL, "{endpoint}/{id}" or "{endpoint}/spaces/{id}", from which the client reads its type."""
+        return f"{self.base_url}/{_URL_PREFIX[repo_type]}{repo_id}"
+
     def _require_branch(self, revision: str) -> None:
         if self.query.get("create_pr"):
             raise HubError(400, "FakeHub does not support pull requests")
@@ -380,14 +410,21 @@ class _Handler(BaseHTTPRequestHandler):
         return _json({"type": "user", "name": USER, "fullname": USER, "orgs": []})
 
     def create_repo(self) -> Response:
+        """Create a model or a Space. Like the Hub, refuse a Space without a valid `sdk` (the client checks that
+        first, so only requests posted by hand meet this refusal) and the repo types FakeHub does not host."""
         self._require_token()
         payload = self._json_body()
-        if payload.get("type", "model") != "model":
-            raise HubError(400, "FakeHub only hosts model repos")
+        repo_type = payload.get("type") or MODEL
+        if repo_type not in (MODEL, SPACE):
+            raise HubError(400, f"FakeHub hosts model and space repos, not {repo_type} repos")
+        sdk = payload.get("sdk") if repo_type == SPACE else None
+        if repo_type == SPACE and sdk not in SPACE_SDKS:
+            problem = "A space repo needs an sdk" if sdk is None else f"Invalid sdk {sdk!r}"
+            raise HubError(400, f"{problem}: expected one of {', '.join(SPACE_SDKS)}")
         repo_id = f"{payload.get('organization') or USER}/{payload['name']}"
-        url = f"{self.base_url}/{repo_id}"
-        if not self.store.create_repo(repo_id):
-            return _json({"error": "You already created this model repo", "url": url}, 409)
+        url = self._repo_url(repo_id, repo_type)
+        if not self.store.create_repo(repo_id, repo_type, sdk):
+            return _json({"error": f"You already created this {repo_type} repo", "url": url}, 409)
         return _json({"url": url, "name": repo_id, "id": repo_id})
 
     def validate_yaml(self) -> Response:
@@ -397,16 +434,24 @@ class _Handler(BaseHTTPRequestHandler):
             return _json({"errors": [{"message": str(error)}], "warnings": []}, 400)
         return _json({"errors": [], "warnings": []})
 
-    def model_info(self, repo_id: str, revision: str) -> Response:
-        commit = self.store.resolve(repo_id, revision or BRANCH)
+    def repo_info(self, repo_id: str, revision: str = BRANCH, repo_type: str = MODEL) -> Response:
+        """A model or Space info. Both carry the README's metadata as `cardData`; a model also its library and task
+        from there, a Space its `sdk`, which the README names on the Hub and the creation request stands in for."""
+        commit = self.store.resolve(repo_id, revision, repo_type)
         readme = commit.files.get("README.md")
         card = _card_data(self.store.object_path(readme.sha256).read_text(encoding="utf-8")) if readme else {}
-        siblings = [blob.sibling(name) for name, blob in sorted(commit.files.items())]
+        if repo_type == SPACE:
+            own = {"sdk": card.get("sdk") or self.store.created_sdk(repo_id)}
+        else:
+            own = {
+                "modelId": repo_id,
+                "library_name": card.get("library_name"),
+                "pipeline_tag": card.get("pipeline_tag"),
+            }
         return _json(
             {
                 "_id": repo_id,
                 "id": repo_id,
-                "modelId": repo_id,
                 "author": repo_id.split("/")[0],
                 "sha": commit.sha,
                 "lastModified": commit.date,
@@ -417,26 +462,25 @@ class _Handler(BaseHTTPRequestHandler):
                 "downloads": 0,
                 "likes": 0,
                 "tags": card.get("tags") or [],
-                "library_name": card.get("library_name"),
-                "pipeline_tag": card.get("pipeline_tag"),
+                **own,
                 "cardData": card,
-                "siblings": siblings,
+                "siblings": [blob.sibling(name) for name, blob in sorted(commit.files.items())],
             }
         )
 
-    def tree(self, repo_id: str, revision: str, path: str) -> Response:
-        commit = self.store.resolve(repo_id, revision)
+    def tree(self, repo_id: str, revision: str, path: str = "", repo_type: str = MODEL) -> Response:
+        commit = self.store.resolve(repo_id, revision, repo_type)
         base = path.strip("/")
         entries = _tree_entries(commit.files, base, self.query.get("recursive", "").lower() == "true")
         if base and not entries:
             raise HubError.entry_not_found(commit.sha, f"{base} does not exist on {revision}")
         return _json(entries)
 
-    def preupload(self, repo_id: str, revision: str) -> Response:
+    def preupload(self, repo_id: str, revision: str, repo_type: str = MODEL) -> Response:
         """Say which files go to LFS (large or binary) and which go inline in the commit, and what is already there."""
         self._require_token()
         self._require_branch(revision)
-        head = self.store.resolve(repo_id, revision)
+        head = self.store.resolve(repo_id, revision, repo_type)
         answers = []
         for file in self._json_body()["files"]:
             binary = b"\0" in base64.b64decode(file["sample"])
@@ -451,10 +495,11 @@ class _Handler(BaseHTTPRequestHandler):
             )
         return _json({"files": answers, "commitOid": head.sha})
 
-    def lfs_batch(self, repo_id: str) -> Response:
-        """git-LFS batch API, "basic" transfer only: one PUT per object that the server does not hold yet."""
+    def lfs_batch(self, repo_id: str, repo_type: str = MODEL) -> Response:
+        """git-LFS batch API, "basic" transfer only: one PUT per object that the server does not hold yet. Objects are
+        stored by content for all repos; the repo only has to exist."""
         self._require_token()
-        self.store.resolve(repo_id, BRANCH)
+        self.store.resolve(repo_id, BRANCH, repo_type)
         payload = self._json_body()
         if payload.get("operation") != "upload":
             raise HubError(400, "FakeHub only accepts LFS uploads")
@@ -477,7 +522,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubError(400, f"Uploaded content does not match sha256 {oid}")
         return Response()
 
-    def commit(self, repo_id: str, revision: str) -> Response:
+    def commit(self, repo_id: str, revision: str, repo_type: str = MODEL) -> Response:
         """Apply an ndjson commit: a header line, then `file` (inline base64), `lfsFile`, `deletedFile` and
         `deletedFolder` lines."""
         self._require_token()
@@ -495,8 +540,8 @@ class _Handler(BaseHTTPRequestHandler):
                 _delete(files, deletion["key"], deletion["value"]["path"])
             files.update(blobs)
 
-        commit = self.store.commit(repo_id, header["value"]["summary"], change)
-        url = f"{self.base_url}/{repo_id}/commit/{commit.sha}"
+        commit = self.store.commit(repo_id, header["value"]["summary"], change, repo_type)
+        url = f"{self._repo_url(repo_id, repo_type)}/commit/{commit.sha}"
         return _json({"success": True, "commitOid": commit.sha, "commitUrl": url, "pullRequestUrl": None})
 
     def _commit_blob(self, operation: dict[str, Any]) -> Blob:
@@ -507,10 +552,10 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubError(400, f"LFS object {value['oid']} of {value['path']} was never uploaded")
         return Blob.large(value["oid"], self.store.object_path(value["oid"]).stat().st_size)
 
-    def resolve(self, repo_id: str, revision: str, path: str) -> Response:
+    def resolve(self, repo_id: str, revision: str, path: str, repo_type: str = MODEL) -> Response:
         """HEAD or GET a file. The client needs `X-Repo-Commit` and an ETag (`X-Linked-Etag` / `X-Linked-Size` for
         LFS files, whose ETag is their sha256) to place it in its cache."""
-        commit = self.store.resolve(repo_id, revision)
+        commit = self.store.resolve(repo_id, revision, repo_type)
         blob = commit.files.get(path)
         if blob is None:
             raise HubError.entry_not_found(commit.sha)
@@ -540,13 +585,13 @@ _ROUTES: list[tuple[set[str], re.Pattern[str], Callable[..., Response]]] = [
     ({"GET"}, re.compile(r"/api/whoami-v2"), _Handler.whoami),
     ({"POST"}, re.compile(r"/api/repos/create"), _Handler.create_repo),
     ({"POST"}, re.compile(r"/api/validate-yaml"), _Handler.validate_yaml),
-    ({"GET"}, re.compile(rf"/api/models/{_REPO}(?:/revision/{_REVISION})?"), _Handler.model_info),
-    ({"GET"}, re.compile(rf"/api/models/{_REPO}/tree/{_REVISION}(?:/(?P<path>.*))?"), _Handler.tree),
-    ({"POST"}, re.compile(rf"/api/models/{_REPO}/preupload/{_REVISION}"), _Handler.preupload),
-    ({"POST"}, re.compile(rf"/api/models/{_REPO}/commit/{_REVISION}"), _Handler.commit),
-    ({"POST"}, re.compile(rf"/{_REPO}\.git/info/lfs/objects/batch"), _Handler.lfs_batch),
+    ({"GET"}, re.compile(rf"/api/{_API_TYPE}/{_REPO}(?:/revision/{_REVISION})?"), _Handler.repo_info),
+    ({"GET"}, re.compile(rf"/api/{_API_TYPE}/{_REPO}/tree/{_REVISION}(?:/(?P<path>.*))?"), _Handler.tree),
+    ({"POST"}, re.compile(rf"/api/{_API_TYPE}/{_REPO}/preupload/{_REVISION}"), _Handler.preupload),
+    ({"POST"}, re.compile(rf"/api/{_API_TYPE}/{_REPO}/commit/{_REVISION}"), _Handler.commit),
+    ({"POST"}, re.compile(rf"/{_URL_TYPE}{_REPO}\.git/info/lfs/objects/batch"), _Handler.lfs_batch),
     ({"PUT"}, re.compile(r"/lfs-objects/(?P<oid>[0-9a-f]{64})"), _Handler.lfs_upload),
-    ({"GET", "HEAD"}, re.compile(rf"/{_REPO}/resolve/{_REVISION}/(?P<path>.+)"), _Handler.resolve),
+    ({"GET", "HEAD"}, re.compile(rf"/{_URL_TYPE}{_REPO}/resolve/{_REVISION}/(?P<path>.+)"), _Handler.resolve),
 ]
 
 
