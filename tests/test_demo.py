@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -255,6 +254,25 @@ def test_models_of_another_kind_or_nowhere_are_refused(tmp_path: Path) -> None:
         app.load_demo_model(str(bare))
 
 
+def test_the_command_refuses_a_model_of_another_kind_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from transformers import Swinv2Config, Swinv2ForImageClassification
+
+    folder = tmp_path / "transformers"
+    Swinv2ForImageClassification(Swinv2Config(embed_dim=16, depths=[1, 1], num_heads=[1, 1])).save_pretrained(folder)
+    monkeypatch.setattr(sys, "argv", ["app.py", str(folder)])
+    capsys.readouterr()  # what saving the folder printed
+    with pytest.raises(SystemExit) as exit_status:
+        app.main()
+    assert exit_status.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {folder} holds a 'swinv2' model, not a swinv2_hf one. Give a folder written by swinv2_hf (swinv2-hf "
+        "convert, run_classification.py, run_detection.py, run_simmim.py) or its Hub repository. Convert it first: "
+        "swinv2-hf convert --source transformers."
+    ]
+
+
 def test_unreadable_and_too_small_images_are_refused(classifier: app.DemoModel, tmp_path: Path) -> None:
     text = tmp_path / "notes.png"
     text.write_text("not an image")
@@ -271,6 +289,24 @@ def test_unreadable_and_too_small_images_are_refused(classifier: app.DemoModel, 
 # ----------------------------------------------------------------------------------------------------------------------
 # The Space
 # ----------------------------------------------------------------------------------------------------------------------
+
+# Runs in a fresh interpreter with argv[1] a model folder and argv[2] where to write the Space: pushes the model as
+# user/tiny, then runs `swinv2-hf space` for it with --push user/tiny-demo, and downloads the Space back.
+PUBLISH_SCRIPT = """
+import json
+import sys
+from pathlib import Path
+
+from huggingface_hub import snapshot_download, space_info
+
+from swinv2_hf import push_folder
+from swinv2_hf.cli import main
+
+push_folder(Path(sys.argv[1]), "user/tiny")
+status = main(["space", "--model", "user/tiny", "--output", sys.argv[2], "--push", "user/tiny-demo"])
+folder = snapshot_download("user/tiny-demo", repo_type="space")
+print(json.dumps({"status": status, "folder": folder, "sdk": space_info("user/tiny-demo").sdk}))
+"""
 
 # Runs in a fresh interpreter that cannot import swinv2_hf, in the downloaded Space folder: the app as the Space runs
 # it, with the model of its space.json from the Hub of HF_ENDPOINT.
@@ -293,30 +329,9 @@ def test_space_folder_runs_the_app_from_the_hub_without_swinv2_hf(
     hub: FakeHub, classifier: app.DemoModel, classifier_folder: Path, samples: dict, tmp_path: Path
 ) -> None:
     env = client_environ(hub, tmp_path / "home")
-    pushed = run_client(
-        "import json, sys\nfrom swinv2_hf import push_folder\nfrom pathlib import Path\n"
-        "print(json.dumps(push_folder(Path(sys.argv[1]), 'user/tiny')))",
-        env,
-        tmp_path,
-        str(classifier_folder),
-    )
-    assert pushed.endswith("user/tiny")
-    swinv2_hf_cli = shutil.which("swinv2-hf") or "swinv2-hf"
-    output = tmp_path / "space"
-    command = [swinv2_hf_cli, "space", "--model", "user/tiny", "--output", str(output), "--push", "user/tiny-demo"]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "/spaces/user/tiny-demo" in done.stdout
-
-    downloaded = Path(
-        run_client(
-            "import json\nfrom huggingface_hub import snapshot_download, space_info\n"
-            "folder = snapshot_download('user/tiny-demo', repo_type='space')\n"
-            "print(json.dumps({'folder': folder, 'sdk': space_info('user/tiny-demo').sdk}))",
-            env,
-            tmp_path,
-        )["folder"]
-    )
+    published = run_client(PUBLISH_SCRIPT, env, tmp_path, str(classifier_folder), str(tmp_path / "space"))
+    assert published["status"] == 0 and published["sdk"] == "gradio"
+    downloaded = Path(published["folder"])
     assert sorted(p.name for p in downloaded.iterdir()) == ["README.md", "app.py", "requirements.txt", "space.json"]
     assert (downloaded / "app.py").read_bytes() == APP.read_bytes()
     readme = (downloaded / "README.md").read_text()
