@@ -37,7 +37,16 @@ setup(
         # onnx: the exporters (onnxscript for torch's dynamo exporter) and onnxruntime to check and quantize.
         "onnx": ONNX,
         # playwright: drives Debian's chromium in the demo's browser test (no browser download).
-        "dev": ["pytest>=8", "pytest-timeout>=2", "ruff>=0.15", "scipy>=1.10", "playwright>=1.50", *ONNX, *DEMO],
+        "dev": [
+            "pytest>=8",
+            "pytest-timeout>=2",
+            "pytest-xdist>=3.5",
+            "ruff>=0.15",
+            "scipy>=1.10",
+            "playwright>=1.50",
+            *ONNX,
+            *DEMO,
+        ],
         "demo": DEMO,
         "benchmarks": ["matplotlib>=3.7"],
         # scipy: the DETR losses' matching; pycocotools: COCO mAP; scikit-image: the example's photographs.
