@@ -52,6 +52,12 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-shard-size", default=DEFAULT_MAX_SHARD_SIZE, help="safetensors shard size")
 
 
+def _add_output(parser: argparse.ArgumentParser, what: str) -> None:
+    """--output and --overwrite, which every command that writes one output takes."""
+    parser.add_argument("--output", required=True, help=f"{what} (must not exist without --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+
 def _add_export(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export",
@@ -63,12 +69,7 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--model-dir", required=True, help="a folder saved by swinv2_hf (or converted by it)")
     parser.add_argument("--to", required=True, choices=(*SOURCES, *deployment.FORMATS), help="what to write")
-    parser.add_argument(
-        "--output",
-        required=True,
-        help="a .pth file (original), a folder (timm, transformers) or the graph file (.onnx, .pt2, .pt)",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    _add_output(parser, "a .pth file (original), a folder (timm, transformers) or the graph file (.onnx, .pt2, .pt)")
     graphs = parser.add_argument_group("graphs (onnx, torch-export, torchscript)")
     graphs.add_argument(
         "--dynamic-axes",
@@ -93,9 +94,8 @@ def _add_space(subparsers: argparse._SubParsersAction) -> None:
         "matter that makes the Hub run it with Gradio, for a model repository on the Hub; optionally upload it.",
     )
     parser.add_argument("--model", required=True, help="the model repository the Space shows (user/name)")
-    parser.add_argument("--output", required=True, help="the folder to write (must not exist without --overwrite)")
+    _add_output(parser, "the folder to write")
     parser.add_argument("--push", metavar="SPACE_ID", help="also upload the folder to this Space (user/name)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
 
 def build_parser() -> argparse.ArgumentParser:

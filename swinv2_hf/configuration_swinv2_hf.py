@@ -354,7 +354,7 @@ class SwinV2Config(BackboneConfigMixin, PretrainedConfig):
         `num_labels` is checked as passed: transformers turns it into `id2label`, and a negative count into an empty
         one, which reads back as 0 (no head) without a word.
         """
-        self.image_height_width  # noqa: B018  (raises on a malformed image_size)
+        to_pair(self.image_size, "image_size")
         integer = isinstance(num_labels, int) and not isinstance(num_labels, bool)
         if num_labels is not None and (not integer or num_labels < 0):
             raise ValueError(

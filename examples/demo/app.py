@@ -253,13 +253,6 @@ def annotations(detections: list[dict], threshold: float) -> list[tuple[tuple[in
     ]
 
 
-def input_size(config: Any) -> tuple[int, int]:
-    """The (height, width) a config's `image_size` gives, one side or two (read here rather than through the
-    config's own property, which the code of older repositories lacks)."""
-    size = config.image_size
-    return (size, size) if isinstance(size, int) else tuple(size)
-
-
 def mask_patch_size(image_size: int, patch_size: int) -> int:
     """SimMIM's mask patch at this image size: the paper's share (32 of 192 px), as a multiple of the model's patch
     that divides the image."""
@@ -269,7 +262,7 @@ def mask_patch_size(image_size: int, patch_size: int) -> int:
 
 def random_patch_mask(config: Any, ratio: float, seed: int) -> torch.Tensor:
     """(1, H/patch, W/patch) bool: a `ratio` of the mask patches (rounded up) masked, SimMIM's layout."""
-    height, width = input_size(config)
+    height, width = config.image_height_width
     cell = mask_patch_size(min(height, width), config.patch_size)
     rows, columns = height // cell, width // cell
     order = torch.randperm(rows * columns, generator=torch.Generator().manual_seed(seed))
@@ -720,7 +713,7 @@ def build_app(demo: DemoModel, samples: list[str]) -> gr.Blocks:
 def warm_up(demo: DemoModel) -> None:
     """One forward pass before serving, so that the first latency shown is not the one-time setup's."""
     with torch.inference_mode():
-        demo.trunk(torch.zeros(1, demo.config.num_channels, *input_size(demo.config), dtype=demo.model.dtype))
+        demo.trunk(torch.zeros(1, demo.config.num_channels, *demo.config.image_height_width, dtype=demo.model.dtype))
 
 
 def main() -> None:
