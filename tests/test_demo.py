@@ -4,7 +4,6 @@ swinv2_hf, from the repository's remote code), and the page itself in Debian's C
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import socket
@@ -97,19 +96,12 @@ def test_the_page_names_this_repositorys_folders_by_their_path_in_it() -> None:
     assert app.shown_name("user/swinv2-digits") == "user/swinv2-digits"
 
 
-@pytest.mark.slow
-def test_without_a_model_the_main_jobs_model_or_a_quickly_trained_one(
+def test_without_a_model_the_main_jobs_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, classifier_folder: Path
 ) -> None:
     monkeypatch.setattr(app, "SPACE_SETTINGS", tmp_path / "space.json")  # not a Space
     monkeypatch.setattr(app, "MAIN_JOB_MODEL", classifier_folder)
     assert app.default_model_name() == str(classifier_folder)
-    monkeypatch.setattr(app, "MAIN_JOB_MODEL", tmp_path / "no-main-job")
-    monkeypatch.setattr(app, "QUICK_OUTPUT", tmp_path / "quick")
-    monkeypatch.setattr(app, "QUICK_EPOCHS", 1)  # the path, not the accuracy
-    trained = app.load_demo_model(app.default_model_name())
-    assert trained.task == "classify" and trained.model.config.id2label[3] == "3"
-    assert json.loads((tmp_path / "quick" / "results.json").read_text())["dataset"] == "digits"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
